@@ -8,6 +8,7 @@ strides, residual placement and the head width.
 from __future__ import annotations
 
 import os
+import sys
 from typing import List, Optional, Sequence
 
 import keras
@@ -35,7 +36,7 @@ def scaled_blocks(spec: ModelSpec, width: Optional[float] = None, depth: Optiona
     >>> from effv2_keras.models.arch import get_spec
     >>> blocks = scaled_blocks(get_spec("efficientnetv2-b1"))
     >>> len(blocks), blocks[0].name, round(blocks[-1].drop_path, 4)
-    (25, 'block1a_', 0.192)
+    (27, 'block1a_', 0.1926)
     """
     width = spec.width if width is None else width
     depth = spec.depth if depth is None else depth
@@ -139,7 +140,9 @@ def build_model(
     family = spec.family
     w = spec.width if width is None else width
     x = blocks.conv_bn(x, round_channels(spec.stem_channels, w, family), 3, family, "stem", stride=2)
-    for args in scaled_blocks(spec, width, depth, drop_path_rate):
+    block_list = scaled_blocks(spec, width, depth, drop_path_rate)
+    _allow_deep_graph(len(block_list))
+    for args in block_list:
         x = blocks.BLOCKS[args.block](x, args, family)
     x = blocks.conv_bn(x, round_channels(family.head_channels, w, family), 1, family, "top", activate=False)
     x = layers.Activation(blocks.ACTIVATION, dtype=HEAD_DTYPE, name="top_activation")(x)
@@ -151,6 +154,18 @@ def build_model(
 
         weights_lib.load_weights(model, weights, spec=spec)
     return model
+
+
+def _allow_deep_graph(num_blocks: int) -> None:
+    """Raises Python's recursion limit for very deep graphs.
+
+    Keras maps a functional graph recursively, one Python frame per layer of
+    depth: XL (100+ blocks, 1,330 layers) exceeds the default limit of 1,000
+    while building, in get_config/from_config and in keras.models.load_model.
+    """
+    needed = 1000 + 50 * num_blocks
+    if sys.getrecursionlimit() < needed:
+        sys.setrecursionlimit(needed)
 
 
 def _head(x, include_top, pooling, classes, classifier_activation, dropout_rate):
