@@ -7,9 +7,10 @@ Example:
     ...                          input_shape=(32, 32, 3), classes=10)
 """
 
+from effv2_keras import weights
 from effv2_keras.models import CONSTRUCTORS, ModelSpec, count_flops, get_spec, list_models
 from effv2_keras.models import build_model as build
 from effv2_keras.models.constructors import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
-__all__ = ["build", "count_flops", "get_spec", "list_models", "ModelSpec", *CONSTRUCTORS]
+__all__ = ["build", "count_flops", "get_spec", "list_models", "ModelSpec", "weights", *CONSTRUCTORS]
