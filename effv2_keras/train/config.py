@@ -1,0 +1,280 @@
+"""TrainConfig: every option of a training run, in one serializable object.
+
+Config flows one way: defaults (here) -> command-line flags (``effv2 train``,
+one flag per field, same name) -> ``validate()`` -> ``resolve()`` (fills the
+"auto" values that depend on the optimizer, the variant and the data) -> the run
+directory's ``config.json``, which is enough to repeat the run::
+
+    >>> cfg = TrainConfig(model="efficientnetv2-b0", epochs=6, stages=3).validate()
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+
+Errors are one line and name the flag: ``--lr: must be > 0, got -1.0``.
+Fields left as None mean "auto" and are filled by ``resolve()``; the resolved
+values are what ``config.json`` holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Dict, Optional
+
+OPTIMIZERS = ("rmsprop", "sgd", "adamw")
+LR_DECAYS = ("exponential", "cosine", "constant")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+JIT_COMPILE = ("auto", "true", "false")
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+SELECT = ("best", "last")
+
+# Base learning rate per 256 images; the rate used is lr * batch_size / 256
+# (linear scaling, as the paper's 0.016 * batch / 256 for RMSProp).
+DEFAULT_LR = {"rmsprop": 0.016, "sgd": 0.1, "adamw": 0.002}
+# RMSProp and SGD: L2 penalty wd/2 * |w|^2 on conv and dense kernels, added to the
+# loss (the official recipe's 1e-5). AdamW: decoupled decay (w -= lr * wd * w) on
+# the same kernels.
+DEFAULT_WEIGHT_DECAY = {"rmsprop": 1e-5, "sgd": 1e-5, "adamw": 0.05}
+MAX_WARMUP_EPOCHS = 5.0  # the paper's; short runs warm up for 10% of their epochs
+MIN_IMAGE_SIZE = 32  # the network has stride 32
+
+# Changing any of these makes a checkpoint belong to a different run.
+RESUME_KEYS = ("model", "width", "depth", "data", "val_fraction", "epochs", "stages",
+               "batch_size", "steps_per_epoch", "optimizer", "mixed_precision", "seed")
+
+
+def _field(default, help_text, choices=None):
+    metadata = {"help": help_text}
+    if choices:
+        metadata["choices"] = choices
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Options of one run; each field is the ``effv2 train`` flag of the same name."""
+
+    # What to train.
+    model: str = _field("efficientnetv2-b0", "Variant name (effv2_keras.list_models()).")
+    width: Optional[float] = _field(None, "Width multiplier override (None: the variant's).")
+    depth: Optional[float] = _field(None, "Depth multiplier override (None: the variant's).")
+    drop_path: float = _field(0.2, "Stochastic-depth (drop path) rate of the last block.")
+    # Data.
+    data: str = _field("digits", "'digits', 'folder:PATH' or 'tfds:NAME[:CONFIG]'.")
+    data_dir: Optional[str] = _field(None, "TFDS data_dir (for --data tfds:...).")
+    cache_dir: Optional[str] = _field(None, "Directory for the decoded-image cache (None: memory).")
+    val_fraction: float = _field(0.1, "Validation slice carved from train when there is no val split.")
+    flip: bool = _field(True, "Random horizontal flips in training (use --noflip for digits/text).")
+    crop_scale_min: float = _field(
+        0.08, "Smallest area fraction of the random-resized crop (0.08: Inception/official).")
+    # Progressive learning (Algorithm 1). None: the variant's defaults.
+    epochs: int = _field(30, "Total epochs over all stages.")
+    stages: int = _field(4, "Number of progressive-learning stages (the paper's M).")
+    min_size: Optional[int] = _field(None, "Image size of the first stage (None: variant default).")
+    max_size: Optional[int] = _field(None, "Image size of the last stage (None: variant default).")
+    eval_size: Optional[int] = _field(None, "Validation/test image size (None: --max_size).")
+    randaug_min: Optional[float] = _field(None, "RandAugment magnitude of the first stage.")
+    randaug_max: Optional[float] = _field(None, "RandAugment magnitude of the last stage.")
+    mixup_min: Optional[float] = _field(None, "Mixup alpha of the first stage.")
+    mixup_max: Optional[float] = _field(None, "Mixup alpha of the last stage.")
+    cutmix_min: Optional[float] = _field(None, "CutMix alpha of the first stage.")
+    cutmix_max: Optional[float] = _field(None, "CutMix alpha of the last stage.")
+    dropout_min: Optional[float] = _field(None, "Head dropout rate of the first stage.")
+    dropout_max: Optional[float] = _field(None, "Head dropout rate of the last stage.")
+    label_smoothing: float = _field(0.1, "Label smoothing.")
+    # Optimization.
+    batch_size: int = _field(64, "GLOBAL batch size (split over replicas and workers).")
+    optimizer: str = _field("rmsprop", "Optimizer.", OPTIMIZERS)
+    lr: Optional[float] = _field(
+        None, "Base learning rate PER 256 IMAGES; the rate used is lr * batch_size / 256 "
+        "(None: 0.016 rmsprop, 0.1 sgd, 0.002 adamw).")
+    momentum: float = _field(0.9, "Momentum of RMSProp and SGD.")
+    warmup_epochs: Optional[float] = _field(
+        None, "Linear warm-up epochs (None: min(5, epochs / 10)).")
+    lr_decay: str = _field("exponential", "Decay after warm-up.", LR_DECAYS)
+    lr_decay_rate: float = _field(0.97, "Exponential decay factor per --lr_decay_epochs.")
+    lr_decay_epochs: float = _field(2.4, "Epochs per exponential decay step (staircase).")
+    weight_decay: Optional[float] = _field(
+        None, "Weight decay on conv/dense kernels only, never BN or biases "
+        "(None: 1e-5 as L2 for rmsprop/sgd, 0.05 decoupled for adamw).")
+    ema_decay: float = _field(0.9999, "EMA decay of the weights and BN statistics (0: no EMA).")
+    # Hardware.
+    mixed_precision: str = _field("none", "Mixed precision policy.", MIXED_PRECISION)
+    jit_compile: str = _field("auto", "XLA: auto = on for GPU/TPU, off on CPU.", JIT_COMPILE)
+    strategy: str = _field("default", "tf.distribute strategy.", STRATEGIES)
+    tpu: str = _field("", "TPU name or address for --strategy tpu ('' = local/Colab TPU).")
+    # Run bookkeeping.
+    out: str = _field("runs/train", "Run directory (config, metrics, checkpoints, model.keras).")
+    resume: bool = _field(False, "Continue from the newest good checkpoint in --out.")
+    seed: int = _field(0, "Random seed (data split, shuffling, augmentation, init).")
+    steps_per_epoch: Optional[int] = _field(
+        None, "Training steps per epoch (None: train examples // batch_size); small for smoke runs.")
+    checkpoint_every: Optional[int] = _field(
+        None, "Checkpoint every N steps, besides stage ends (None: once per epoch).")
+    keep_checkpoints: int = _field(3, "Number of step checkpoints kept.")
+    select: str = _field("best", "Weights for model.keras/test: best validation epoch or last.", SELECT)
+    verbose: int = _field(1, "0: quiet, 1: progress bar per epoch, 2: one line per epoch.")
+
+    # -- serialization -------------------------------------------------------------
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
+        """Inverse of ``to_dict``; unknown keys are an error."""
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"Unknown TrainConfig keys: {', '.join(unknown)}.")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            f.write(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str) -> "TrainConfig":
+        with open(path) as f:
+            return cls.from_json(f.read())
+
+    @classmethod
+    def field_names(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- validation ------------------------------------------------------------------
+
+    def validate(self) -> "TrainConfig":
+        """Returns self, or raises ValueError with one line naming the flag."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                _fail(f.name, f"must be one of {', '.join(choices)}", value)
+        for name in ("model", "data", "out"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                _fail(name, "must be a non-empty string", getattr(self, name))
+        _positive_int(self, "epochs", "stages", "batch_size")
+        _positive_int(self, "steps_per_epoch", "checkpoint_every", optional=True)
+        _positive_int(self, "keep_checkpoints")
+        if self.stages > self.epochs:
+            _fail("stages", f"must be <= --epochs ({self.epochs}): every stage needs an epoch",
+                  self.stages)
+        for name in ("min_size", "max_size", "eval_size"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value)
+                if value < MIN_IMAGE_SIZE:
+                    _fail(name, f"must be >= {MIN_IMAGE_SIZE} (the network has stride 32)", value)
+        if self.min_size is not None and self.max_size is not None and self.min_size > self.max_size:
+            _fail("min_size", f"must be <= --max_size ({self.max_size})", self.min_size)
+        _positive(self, "width", "depth", optional=True)
+        _positive(self, "lr", optional=True)
+        _positive(self, "lr_decay_epochs")
+        _in_range(self, "drop_path", 0.0, 1.0, upper_open=True)
+        _in_range(self, "val_fraction", 0.0, 1.0, upper_open=True)
+        _in_range(self, "crop_scale_min", 0.0, 1.0, lower_open=True)
+        _in_range(self, "label_smoothing", 0.0, 1.0, upper_open=True)
+        _in_range(self, "momentum", 0.0, 1.0, upper_open=True)
+        _in_range(self, "lr_decay_rate", 0.0, 1.0, lower_open=True)
+        _in_range(self, "ema_decay", 0.0, 1.0, upper_open=True)
+        _non_negative(self, "warmup_epochs", "weight_decay", "randaug_min", "randaug_max",
+                      "mixup_min", "mixup_max", "cutmix_min", "cutmix_max", optional=True)
+        for name in ("dropout_min", "dropout_max"):
+            if getattr(self, name) is not None:
+                _in_range(self, name, 0.0, 1.0, upper_open=True)
+        for low, high in (("randaug_min", "randaug_max"), ("mixup_min", "mixup_max"),
+                          ("cutmix_min", "cutmix_max"), ("dropout_min", "dropout_max")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo > hi:
+                _fail(low, f"must be <= --{high} ({hi})", lo)
+        if self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
+            _fail("warmup_epochs", f"must be <= --epochs ({self.epochs})", self.warmup_epochs)
+        _check_int("seed", self.seed)
+        _check_int("verbose", self.verbose)
+        if self.verbose not in (0, 1, 2):
+            _fail("verbose", "must be 0, 1 or 2", self.verbose)
+        for name in ("flip", "resume"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, "must be true or false", getattr(self, name))
+        if self.strategy != "tpu" and self.tpu:
+            _fail("tpu", "is only used with --strategy tpu", self.tpu)
+        return self
+
+    def resolve(self) -> "TrainConfig":
+        """Fills the optimizer-dependent "auto" values (lr, weight_decay, warmup_epochs)."""
+        self.validate()
+        warmup = self.warmup_epochs
+        if warmup is None:
+            warmup = min(MAX_WARMUP_EPOCHS, self.epochs / 10.0)
+        return self.replace(
+            lr=DEFAULT_LR[self.optimizer] if self.lr is None else self.lr,
+            weight_decay=(DEFAULT_WEIGHT_DECAY[self.optimizer] if self.weight_decay is None
+                          else self.weight_decay),
+            warmup_epochs=float(warmup),
+        )
+
+    def scaled_lr(self) -> float:
+        """The learning rate actually used at the end of warm-up: lr * batch_size / 256."""
+        lr = DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+        return lr * self.batch_size / 256.0
+
+
+def _fail(name, message, value):
+    raise ValueError(f"--{name}: {message}, got {value!r}.")
+
+
+def _check_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(name, "must be an integer", value)
+
+
+def _is_number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _positive_int(cfg, *names, optional=False):
+    for name in names:
+        value = getattr(cfg, name)
+        if value is None and optional:
+            continue
+        _check_int(name, value)
+        if value < 1:
+            _fail(name, "must be >= 1", value)
+
+
+def _positive(cfg, *names, optional=False):
+    for name in names:
+        value = getattr(cfg, name)
+        if value is None and optional:
+            continue
+        if not _is_number(value) or value <= 0:
+            _fail(name, "must be > 0", value)
+
+
+def _non_negative(cfg, *names, optional=False):
+    for name in names:
+        value = getattr(cfg, name)
+        if value is None and optional:
+            continue
+        if not _is_number(value) or value < 0:
+            _fail(name, "must be >= 0", value)
+
+
+def _in_range(cfg, name, low, high, lower_open=False, upper_open=False):
+    value = getattr(cfg, name)
+    ok = _is_number(value)
+    if ok:
+        ok = (value > low if lower_open else value >= low) and (value < high if upper_open else value <= high)
+    if not ok:
+        interval = f"{'(' if lower_open else '['}{low:g}, {high:g}{')' if upper_open else ']'}"
+        _fail(name, f"must be in {interval}", value)

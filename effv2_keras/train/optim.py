@@ -1,0 +1,137 @@
+"""Optimizers, the learning-rate schedule and weight decay, as the paper's recipe.
+
+* RMSProp (rho 0.9, momentum 0.9, epsilon 1e-3), SGD (momentum) or AdamW.
+* Learning rate: linear warm-up, then exponential decay (x0.97 every 2.4 epochs,
+  staircase, counted from step 0 as the official code does), cosine decay or
+  constant. It is a function of the optimizer's GLOBAL step, so it runs on
+  across progressive-learning stages and is restored with the optimizer state.
+* Weight decay only on conv and dense kernels, never on BN parameters or biases:
+  an L2 term ``wd / 2 * sum(|w|^2)`` added to the loss for RMSProp and SGD (as the
+  official code does), decoupled decay for AdamW (``exclude_from_weight_decay``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import keras
+import tensorflow as tf
+
+RMSPROP_RHO = 0.9
+RMSPROP_EPSILON = 1e-3
+KERNEL_NAMES = ("kernel", "depthwise_kernel")
+
+
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to ``peak_lr`` over ``warmup_steps``, then the chosen decay.
+
+    Step ``t`` (0-based) of warm-up uses ``peak_lr * (t + 1) / warmup_steps``, so the
+    first step already moves. After warm-up: ``exponential``:
+    ``peak_lr * decay_rate ** floor(t / decay_steps)``; ``cosine``:
+    ``peak_lr * (1 + cos(pi * t / total_steps)) / 2``; ``constant``: ``peak_lr``.
+
+    >>> s = WarmupDecay(0.1, total_steps=100, warmup_steps=10, decay="exponential",
+    ...                 decay_steps=24, decay_rate=0.5)
+    >>> [round(float(s(t)), 4) for t in (0, 9, 10, 24, 48)]
+    [0.01, 0.1, 0.1, 0.05, 0.025]
+    """
+
+    def __init__(self, peak_lr: float, total_steps: int, warmup_steps: int = 0,
+                 decay: str = "exponential", decay_steps: float = 1.0, decay_rate: float = 0.97):
+        if decay not in ("exponential", "cosine", "constant"):
+            raise ValueError(f"decay must be exponential, cosine or constant, got {decay!r}.")
+        self.peak_lr = float(peak_lr)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.decay = decay
+        self.decay_steps = float(decay_steps)
+        self.decay_rate = float(decay_rate)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        peak = tf.constant(self.peak_lr, tf.float32)
+        if self.decay == "exponential":
+            lr = peak * tf.pow(self.decay_rate, tf.floor(step / max(self.decay_steps, 1e-9)))
+        elif self.decay == "cosine":
+            progress = tf.minimum(step / float(max(self.total_steps, 1)), 1.0)
+            lr = 0.5 * peak * (1.0 + tf.cos(math.pi * progress))
+        else:
+            lr = peak
+        if self.warmup_steps > 0:
+            warm = peak * (step + 1.0) / float(self.warmup_steps)
+            lr = tf.where(step < self.warmup_steps, warm, lr)
+        return lr
+
+    def value(self, step: int) -> float:
+        """The learning rate at ``step`` as a Python float (for logs and tests)."""
+        return float(self(step))
+
+    def get_config(self):
+        return {"peak_lr": self.peak_lr, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps, "decay": self.decay,
+                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate}
+
+
+def make_lr_schedule(config, steps_per_epoch: int, total_steps: int) -> WarmupDecay:
+    """The schedule of a resolved TrainConfig (lr scaled by batch_size / 256)."""
+    return WarmupDecay(
+        peak_lr=config.lr * config.batch_size / 256.0,
+        total_steps=total_steps,
+        warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
+        decay=config.lr_decay,
+        decay_steps=config.lr_decay_epochs * steps_per_epoch,
+        decay_rate=config.lr_decay_rate,
+    )
+
+
+def decayed_variables(model) -> List:
+    """The variables weight decay applies to: conv, depthwise and dense kernels."""
+    return [v for v in model.trainable_variables if _short_name(v) in KERNEL_NAMES]
+
+
+def _short_name(variable) -> str:
+    return variable.name.split("/")[-1].split(":")[0]
+
+
+def make_optimizer(name: str, learning_rate, model, weight_decay: float = 0.0,
+                   momentum: float = 0.9, loss_scale: bool = False):
+    """Builds the optimizer (and builds its slots for ``model``'s trainable variables).
+
+    Returns ``(optimizer, l2)``: ``l2`` is the coefficient of the L2 penalty the
+    train step adds to the loss (RMSProp, SGD), 0 where the optimizer decays the
+    weights itself (AdamW). With ``loss_scale`` the optimizer is wrapped in a
+    ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling for float16).
+    """
+    l2 = 0.0
+    if name == "rmsprop":
+        optimizer = keras.optimizers.RMSprop(
+            learning_rate=learning_rate, rho=RMSPROP_RHO, momentum=momentum, epsilon=RMSPROP_EPSILON)
+        l2 = weight_decay
+    elif name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+        l2 = weight_decay
+    elif name == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+        decayed = {id(v) for v in decayed_variables(model)}
+        optimizer.exclude_from_weight_decay(
+            var_list=[v for v in model.trainable_variables if id(v) not in decayed])
+    else:
+        raise ValueError(f"--optimizer: must be one of rmsprop, sgd, adamw, got {name!r}.")
+    if loss_scale:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    return optimizer, l2
+
+
+def l2_penalty(variables, coefficient: float) -> Optional[tf.Tensor]:
+    """``coefficient / 2 * sum(|w|^2)`` in float32 (None when coefficient is 0)."""
+    if not coefficient or not variables:
+        return None
+    total = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+    return 0.5 * coefficient * total
+
+
+def inner_optimizer(optimizer):
+    """The optimizer doing the updates (unwraps a LossScaleOptimizer)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)

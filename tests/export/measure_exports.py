@@ -1,0 +1,169 @@
+"""Measures every export format of one model: size, export time, and the
+verification numbers on real photos. Produces the tables of docs/EXPORT.md.
+
+A trained run (accuracy and agreement are meaningful):
+    python tests/export/measure_exports.py --model /tmp/effv2_measure/run \
+        --data ../shared/data/clothing160 --out /tmp/effv2_measure/trained
+
+Train a model on the photos first (plain model.fit, Adam; a stand-in for
+`effv2 train` when minutes are short), then measure it:
+    python tests/export/measure_exports.py --train efficientnetv2-b0 --width 0.5 --depth 0.5 \
+        --image_size 96 --epochs 10 --data ../shared/data/clothing160 --out /tmp/effv2_measure/trained
+
+An untrained variant at its eval size (conversion sizes and times; only the
+fp32 differences mean something, agreement of random weights is noise):
+    python tests/export/measure_exports.py --variant efficientnetv2-s \
+        --data ../shared/data/clothing160 --count 16 --out /tmp/effv2_measure/s
+
+Not a test (pytest does not collect it); it only uses the public API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+FORMATS = {  # name -> (format, options)
+    "keras": ("keras", {}),
+    "saved_model": ("saved_model", {}),
+    "tfhub": ("tfhub", {}),
+    "tflite_fp32": ("tflite", {}),
+    "tflite_fp16": ("tflite", {"quantize": "fp16"}),
+    "tflite_dynamic": ("tflite", {"quantize": "dynamic"}),
+    "tflite_int8": ("tflite", {"quantize": "int8"}),
+    "tflite_int8_io": ("tflite", {"quantize": "int8", "int8_io": True}),
+    "onnx": ("onnx", {}),
+}
+
+
+def batch1_latency_ms(predictor, image, repeats: int = 20) -> float:
+    predictor.predict(image[None])  # warm-up (allocation)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.predict(image[None])
+        times.append(time.perf_counter() - start)
+    return 1000.0 * sorted(times)[len(times) // 2]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="run directory or .keras file")
+    source.add_argument("--train", help="variant to train on --data first (then measured)")
+    source.add_argument("--variant", help="registered variant, built untrained (eval size, 1000 classes)")
+    parser.add_argument("--data", required=True, help="folder of class folders (train/test splits)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument("--count", type=int, default=0, help="verification photos (0 = the whole test split)")
+    parser.add_argument("--representative_count", type=int, default=200)
+    parser.add_argument("--width", type=float, default=None, help="--train: width multiplier")
+    parser.add_argument("--depth", type=float, default=None, help="--train: depth multiplier")
+    parser.add_argument("--image_size", type=int, default=96, help="--train: image size")
+    parser.add_argument("--epochs", type=int, default=10, help="--train: epochs")
+    args = parser.parse_args(argv)
+    if args.train:
+        args.model = str(train(args))
+
+    from effv2_keras import export
+    from effv2_keras.export import common, images, verification
+    from effv2_keras.export.predictor import load_predictor
+
+    start = time.perf_counter()
+    if args.model:
+        src = common.load_source(args.model)
+        model, names, label = src.model, src.class_names, args.model
+        size = common.resolve_image_size(model, None, src.image_size)
+    else:
+        import effv2_keras
+
+        model = effv2_keras.build(args.variant)
+        names, label = None, f"{args.variant} (untrained, 1000 classes)"
+        size = common.resolve_image_size(model)
+    print(f"model {label}: {model.count_params():,} parameters, {size[0]}x{size[1]} "
+          f"({time.perf_counter() - start:.1f} s to load/build)", flush=True)
+    test = images.load_split(args.data, size, "test", args.count or None)
+    labels = verification.align_labels(test.labels, test.class_names, names) if names else None
+    reference = common.keras_probabilities(model, test.images)
+    representative = None
+    out = Path(args.out)
+    rows = []
+    for name in args.formats.split(","):
+        fmt, options = FORMATS[name]
+        options = dict(options, class_names=names)
+        if options.get("quantize") == "int8":
+            if representative is None:
+                representative = images.load_split(args.data, size, "train", args.representative_count).images
+            options["representative_images"] = representative
+        if fmt in ("tflite", "onnx", "saved_model") and common.static_image_size(model) is None:
+            options["image_size"] = size
+        if fmt == "onnx" and not export.onnx_available():
+            print("onnx: skipped (pip install tf2onnx onnxruntime)", flush=True)
+            continue
+        start = time.perf_counter()
+        path = export.export(model, fmt, out / name, **options)
+        seconds = time.perf_counter() - start
+        predictor = load_predictor(path)
+        result = verification.verify(model, predictor, test.images, labels, reference=reference)
+        latency = batch1_latency_ms(predictor, test.images[0]) if fmt in ("tflite", "onnx") else None
+        rows.append({"name": name, "seconds": seconds, "latency_ms": latency, "result": result})
+        print(f"{name}: {result.size_bytes / 1e6:.2f} MB, export {seconds:.1f} s, max abs diff "
+              f"{result.max_abs_diff:.2e}, top-1 agreement {result.top1_agreement:.4f}", flush=True)
+    table = format_rows(rows, labels is not None)
+    print(table)
+    (out / "table.md").write_text(table + "\n")
+    records = [{**{k: v for k, v in row.items() if k != "result"}, **row["result"].__dict__} for row in rows]
+    (out / "results.json").write_text(json.dumps(records, indent=2))
+    return 0
+
+
+def train(args) -> Path:
+    """Trains ``args.train`` on the train split (Adam 1e-3, no augmentation) and writes a run directory."""
+    import keras
+
+    import effv2_keras
+    from effv2_keras.export import sample_folder
+
+    keras.utils.set_random_seed(0)
+    size = (args.image_size, args.image_size)
+    start = time.perf_counter()
+    data = sample_folder(args.data, size, None, "train", seed=0)
+    val = sample_folder(args.data, size, None, "val", seed=0)
+    model = effv2_keras.build(args.train, width=args.width, depth=args.depth,
+                              input_shape=(*size, 3), classes=len(data.class_names))
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(data.images, data.labels, batch_size=32, epochs=args.epochs, verbose=2,
+                        validation_data=(val.images, val.labels))
+    run = Path(args.out) / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    model.save(run / "model.keras")
+    (run / "class_names.json").write_text(json.dumps(data.class_names) + "\n")
+    print(f"trained {args.train} in {time.perf_counter() - start:.0f} s: val accuracy "
+          f"{history.history['val_accuracy'][-1]:.3f}", flush=True)
+    return run
+
+
+def format_rows(rows, labelled: bool) -> str:
+    head = "| artifact | precision | size MB | export s | max abs diff | top-1 agreement |"
+    head += " Keras acc | artifact acc | drop (points) |" if labelled else ""
+    head += " ms/image (batch 32) | ms (batch 1) | issue tolerance |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for row in rows:
+        r = row["result"]
+        line = (f"| {row['name']} | {r.precision} | {r.size_bytes / 1e6:.2f} | {row['seconds']:.1f} | "
+                f"{r.max_abs_diff:.1e} | {100 * r.top1_agreement:.1f}% |")
+        if labelled:
+            line += (f" {100 * r.reference_accuracy:.1f}% | {100 * r.accuracy:.1f}% | "
+                     f"{100 * r.accuracy_drop:.1f} |")
+        latency = "-" if row["latency_ms"] is None else f"{row['latency_ms']:.1f}"
+        verdict = "pass" if r.passed else "FAIL: " + "; ".join(r.failures())
+        line += f" {r.ms_per_image:.1f} | {latency} | {verdict} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""TrainConfig: defaults, one-line errors naming the flag, serialization, resolution."""
+
+import dataclasses
+import json
+
+import pytest
+
+from effv2_keras.train.config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, TrainConfig
+
+
+def test_defaults_validate_and_round_trip(tmp_path):
+    config = TrainConfig().validate()
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig.from_json(config.to_json()) == config
+    path = tmp_path / "config.json"
+    config.save(str(path))
+    assert TrainConfig.load(str(path)) == config
+    assert set(json.loads(path.read_text())) == set(TrainConfig.field_names())
+
+
+def test_every_field_documents_itself():
+    for field in dataclasses.fields(TrainConfig):
+        assert field.metadata.get("help"), field.name
+
+
+def test_unknown_keys_are_rejected():
+    with pytest.raises(ValueError, match="Unknown TrainConfig keys: colour"):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "colour": "red"})
+
+
+@pytest.mark.parametrize("changes, flag", [
+    (dict(lr=-1.0), "--lr"),
+    (dict(lr=0.0), "--lr"),
+    (dict(epochs=0), "--epochs"),
+    (dict(stages=5, epochs=4), "--stages"),
+    (dict(batch_size=0), "--batch_size"),
+    (dict(optimizer="adam"), "--optimizer"),
+    (dict(lr_decay="linear"), "--lr_decay"),
+    (dict(mixed_precision="fp16"), "--mixed_precision"),
+    (dict(jit_compile="yes"), "--jit_compile"),
+    (dict(strategy="horovod"), "--strategy"),
+    (dict(min_size=16), "--min_size"),
+    (dict(min_size=64, max_size=48), "--min_size"),
+    (dict(dropout_max=1.0), "--dropout_max"),
+    (dict(dropout_min=0.5, dropout_max=0.2), "--dropout_min"),
+    (dict(mixup_min=-0.1), "--mixup_min"),
+    (dict(randaug_min=12.0, randaug_max=6.0), "--randaug_min"),
+    (dict(label_smoothing=1.0), "--label_smoothing"),
+    (dict(ema_decay=1.0), "--ema_decay"),
+    (dict(warmup_epochs=50.0, epochs=10), "--warmup_epochs"),
+    (dict(steps_per_epoch=0), "--steps_per_epoch"),
+    (dict(checkpoint_every=-5), "--checkpoint_every"),
+    (dict(keep_checkpoints=0), "--keep_checkpoints"),
+    (dict(width=0.0), "--width"),
+    (dict(crop_scale_min=0.0), "--crop_scale_min"),
+    (dict(select="worst"), "--select"),
+    (dict(tpu="grpc://1.2.3.4:8470"), "--tpu"),
+    (dict(epochs=2.5), "--epochs"),
+])
+def test_bad_values_give_one_line_naming_the_flag(changes, flag):
+    with pytest.raises(ValueError) as info:
+        TrainConfig(**changes).validate()
+    message = str(info.value)
+    assert message.startswith(flag + ":"), message
+    assert "\n" not in message
+
+
+def test_resolve_fills_optimizer_defaults():
+    for name in ("rmsprop", "sgd", "adamw"):
+        resolved = TrainConfig(optimizer=name, epochs=30).resolve()
+        assert resolved.lr == DEFAULT_LR[name]
+        assert resolved.weight_decay == DEFAULT_WEIGHT_DECAY[name]
+        assert resolved.warmup_epochs == 3.0  # 10% of 30 epochs
+    assert TrainConfig(epochs=350).resolve().warmup_epochs == 5.0  # the paper's 5
+    explicit = TrainConfig(lr=0.5, weight_decay=0.0, warmup_epochs=0.0).resolve()
+    assert (explicit.lr, explicit.weight_decay, explicit.warmup_epochs) == (0.5, 0.0, 0.0)
+
+
+def test_scaled_lr_is_linear_in_batch():
+    assert TrainConfig(optimizer="rmsprop", batch_size=4096).scaled_lr() == pytest.approx(0.256)
+    assert TrainConfig(lr=0.1, batch_size=64).scaled_lr() == pytest.approx(0.025)

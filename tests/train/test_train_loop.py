@@ -1,0 +1,297 @@
+"""One tiny progressive run in-process, inspected from every side.
+
+The run: 2 stages x 2 epochs x 2 steps at 32 then 48 px, RandAugment 2 -> 6,
+Mixup 0 -> 0.4, dropout 0.1 -> 0.3, no label smoothing (so stage 1's labels are
+exactly one-hot and Mixup's are visibly soft).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from effv2_keras import augment
+from effv2_keras.train import Callback, TrainConfig, Trainer, checkpoint as ckpt_lib
+from effv2_keras.train import trainer as trainer_lib
+
+from train_helpers import REPO, SCRIPTS, run_python, subprocess_env, tiny_config, tiny_flags
+
+RUN = dict(epochs=4, stages=2, steps_per_epoch=2, randaug_min=2.0, randaug_max=6.0, mixup_min=0.0,
+           mixup_max=0.4, dropout_min=0.1, dropout_max=0.3, label_smoothing=0.0,
+           optimizer="rmsprop", lr_decay="cosine", warmup_epochs=1.0, checkpoint_every=1,
+           keep_checkpoints=2, ema_decay=0.99)
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.batches, self.steps, self.stages_begun, self.epoch_rows = [], [], [], []
+
+    def on_stage_begin(self, trainer, stage):
+        self.stages_begun.append(stage.index)
+
+    def on_train_batch_begin(self, trainer, step, images, labels):
+        self.batches.append({"step": step, "images": tuple(images.shape), "labels": labels.numpy(),
+                             "dropout": trainer.model.get_layer("top_dropout").rate,
+                             "iterations": int(trainer.optimizer.iterations.numpy())})
+
+    def on_train_batch_end(self, trainer, step, logs):
+        self.steps.append(dict(logs, step=step,
+                               optimizer_lr=float(trainer.optimizer.learning_rate.numpy())))
+
+    def on_epoch_end(self, trainer, epoch, row):
+        self.epoch_rows.append(row)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def killed_run(tmp_path_factory):
+    """The same run as `effv2 train` in a subprocess, held after step 6 (for the SIGKILL test).
+
+    Started first (autouse) so that it overlaps with the in-process run on 2 cores.
+    """
+    base = tmp_path_factory.mktemp("killed")
+    out, marker, log = base / "run", base / "holding", base / "log.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / "held_cli.py"), *tiny_flags(out, **RUN)], cwd=REPO,
+            env=subprocess_env(HOLD_AT_STEP="5", HOLD_MARKER=str(marker)), stdout=f,
+            stderr=subprocess.STDOUT)
+    yield out, marker, proc, log
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The tiny run, with spies on the augmentation factories the trainer calls."""
+    out = tmp_path_factory.mktemp("loop") / "run"
+    calls = {"image": [], "batch": []}
+    real_image, real_batch = augment.make_image_augmenter, augment.make_batch_augmenter
+
+    def spy_image(magnitude, num_ops=2, seed=None):
+        calls["image"].append((magnitude, num_ops))
+        return real_image(magnitude, num_ops, seed=seed)
+
+    def spy_batch(num_classes, mixup_alpha, cutmix_alpha, label_smoothing, seed=None):
+        calls["batch"].append((mixup_alpha, cutmix_alpha, label_smoothing))
+        return real_batch(num_classes, mixup_alpha, cutmix_alpha, label_smoothing, seed=seed)
+
+    augment.make_image_augmenter, augment.make_batch_augmenter = spy_image, spy_batch
+    try:
+        recorder = Recorder()
+        trainer = Trainer(tiny_config(out, **RUN), callbacks=[recorder])
+        result = trainer.fit()
+    finally:
+        augment.make_image_augmenter, augment.make_batch_augmenter = real_image, real_batch
+    return trainer, result, recorder, calls
+
+
+def test_each_stage_trains_at_its_size_traced_once(run):
+    trainer, result, rec, _ = run
+    assert [s.image_size for s in trainer.schedule.stages] == [32, 48]
+    # the train step was traced exactly once per stage, at the stage's batch shape
+    assert trainer.trace_counts == {0: 1, 1: 1}
+    assert [(t["stage"], t["image_shape"], t["label_shape"]) for t in trainer.trace_log] == [
+        (0, (16, 32, 32, 3), (16, 10)), (1, (16, 48, 48, 3), (16, 10))]
+    # and every batch fed to it at run time had the stage's size
+    assert [b["images"] for b in rec.batches] == [(16, 32, 32, 3)] * 4 + [(16, 48, 48, 3)] * 4
+    assert rec.stages_begun == [0, 1]
+    assert result.global_step == 8 and int(trainer.optimizer.iterations.numpy()) == 8
+
+
+def test_each_stage_has_its_dropout_randaugment_and_mixup(run):
+    trainer, _, rec, calls = run
+    # the real Dropout layer: the rate compiled into each stage's graph and seen during its steps
+    assert [t["dropout"] for t in trainer.trace_log] == [pytest.approx(0.1), pytest.approx(0.3)]
+    assert [b["dropout"] for b in rec.batches] == [pytest.approx(0.1)] * 4 + [pytest.approx(0.3)] * 4
+    # the pipelines were built with the stage's RandAugment magnitude and Mixup alpha
+    assert calls["image"] == [(2.0, 2), (6.0, 2)]
+    assert calls["batch"] == [(0.0, 0.0, 0.0), (0.4, 0.0, 0.0)]
+    # ...and the labels show it: exactly one-hot without Mixup, mixed with it
+    first = np.concatenate([b["labels"] for b in rec.batches[:4]])
+    second = np.concatenate([b["labels"] for b in rec.batches[4:]])
+    assert set(np.unique(first)) == {0.0, 1.0}
+    np.testing.assert_allclose(second.sum(-1), 1.0, rtol=1e-5)
+    assert (second.max(-1) < 0.999).mean() > 0.5
+
+
+def test_learning_rate_runs_over_global_steps_across_stages(run):
+    trainer, _, rec, _ = run
+    lrs = [s["lr"] for s in rec.steps]
+    expected = [trainer.lr_schedule.value(step) for step in range(8)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    # the optimizer itself used those rates (its schedule reads its own iteration counter)
+    np.testing.assert_allclose([b["iterations"] for b in rec.batches], range(8))
+    # warm-up over the first epoch only, then cosine decay straight through the stage boundary
+    peak = 0.016 * 16 / 256
+    assert lrs[1] == pytest.approx(peak)
+    assert lrs[3] > lrs[4] > lrs[5]  # step 4 is the first of stage 2: no restart of warm-up
+    assert lrs[4] == pytest.approx(peak * 0.5 * (1 + np.cos(np.pi * 4 / 8)), rel=1e-5)
+
+
+def test_validation_each_epoch_and_metrics_files(run):
+    trainer, result, rec, _ = run
+    out = result.out
+    rows = json.loads(open(os.path.join(out, "metrics.json")).read())["epochs"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert [r["stage"] for r in rows] == [0, 0, 1, 1]
+    assert [r["image_size"] for r in rows] == [32, 32, 48, 48]
+    for r in rows:
+        assert 0.0 <= r["val_top1"] <= r["val_top5"] <= 1.0 and np.isfinite(r["val_loss"])
+    with open(os.path.join(out, "metrics.csv")) as f:
+        lines = f.read().splitlines()
+    assert lines[0].split(",")[:4] == ["epoch", "stage", "image_size", "dropout"]
+    assert len(lines) == 5
+    assert result.val["examples"] == trainer.splits.val.num_examples  # padding not counted
+    assert result.test["examples"] == trainer.splits.test.num_examples
+    assert 0.0 <= result.test["top1"] <= 1.0
+
+
+def test_resolved_config_schedule_plot_and_tensorboard(run):
+    trainer, result, _, _ = run
+    out = result.out
+    saved = TrainConfig.load(os.path.join(out, "config.json"))
+    assert saved == trainer.config
+    assert saved.lr == 0.016 and saved.weight_decay == 1e-5 and saved.steps_per_epoch == 2
+    assert (saved.min_size, saved.max_size, saved.eval_size) == (32, 48, 48)
+    assert saved.jit_compile == "auto" and trainer.device == "cpu" and trainer.jit is False  # XLA off on CPU
+    schedule = json.loads(open(os.path.join(out, "schedule.json")).read())
+    assert schedule == trainer.schedule.to_dict()
+    png = open(os.path.join(out, "curves.png"), "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    tags = set()
+    for path in tf.io.gfile.glob(os.path.join(out, "tensorboard", "*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            tags.update(v.tag for v in event.summary.value)
+    assert {"epoch/val_top1", "epoch/train_loss", "epoch/image_size", "step/lr"} <= tags
+
+
+def test_checkpoints_kept_and_best_selected_on_validation(run):
+    trainer, result, _, _ = run
+    manager = trainer.checkpoints
+    assert [s for s, _ in manager.list()] == [7, 8]  # every step (checkpoint_every=1), last 2 kept
+    state = ckpt_lib.read_state(manager.list()[-1][1])
+    assert state["global_step"] == 8 and state["stage"] == 1 and len(state["rows"]) == 4
+    best = max(result.rows, key=lambda r: (r["val_top1"], r["epoch"]))
+    assert result.selected_epoch == best["epoch"] == trainer.best["epoch"]
+    assert os.path.exists(os.path.join(manager.directory, trainer.best["file"]))
+    # model.keras holds the selected (EMA) weights: the best file's arrays
+    arrays, meta = ckpt_lib.read_npz(os.path.join(manager.directory, trainer.best["file"]))
+    assert meta["epoch"] == best["epoch"]
+    for i, v in enumerate(result.model.variables):
+        np.testing.assert_array_equal(v.numpy(), arrays[f"model.{i:05d}"])
+
+
+def test_ema_weights_are_what_validation_used(run):
+    trainer, result, _, _ = run
+    # after finish() the model holds EMA weights; the live (last-step) weights are in the shadows
+    assert trainer.ema is not None
+    kernel = [i for i, v in enumerate(trainer.ema.variables) if v.path.endswith("predictions/kernel")][0]
+    assert not np.allclose(trainer.ema.variables[kernel].numpy(), trainer.ema.shadows[kernel].numpy())
+
+
+def test_model_keras_loads_without_effv2_keras_and_predicts_the_same(run, tmp_path):
+    _, result, _, _ = run
+    images = np.random.default_rng(0).uniform(0, 255, size=(4, 48, 48, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    expected = result.model.predict(images, verbose=0)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path = [p for p in sys.path if p not in ("", {str(REPO)!r})]
+        sys.modules["effv2_keras"] = None  # any import of the package now fails
+        import numpy as np, keras
+        model = keras.models.load_model({str(result.model_path)!r})
+        out = model.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0)
+        assert not any(m.startswith("effv2_keras") for m in sys.modules if sys.modules[m] is not None)
+        np.save({str(tmp_path / 'out.npy')!r}, out)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+class _PoisonFromStep(Trainer):
+    """Feeds NaN images from global step ``poison_step`` on (a poisoned batch)."""
+
+    poison_step = 2
+
+    def _train_dataset(self, stage, start_step):
+        clean = super()._train_dataset(stage, start_step)
+        first_poisoned = self.poison_step - start_step
+
+        def poison(index, batch):
+            images, labels = batch
+            return tf.where(index >= first_poisoned, images * np.nan, images), labels
+
+        return clean.enumerate().map(poison)
+
+
+def test_nan_loss_stops_cleanly_with_last_good_checkpoint_untouched(tmp_path):
+    seen = {}
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, trainer, epoch, row):
+            path = trainer.last_checkpoint
+            seen[path] = (os.stat(path).st_mtime_ns, open(path, "rb").read())
+
+    config = tiny_config(tmp_path / "nan", epochs=2, stages=1, min_size=32, max_size=32,
+                         steps_per_epoch=2, ema_decay=0.0)
+    trainer = _PoisonFromStep(config, callbacks=[Snapshot()])
+    with pytest.raises(trainer_lib.NonFiniteLossError) as info:
+        trainer.fit()
+    message = str(info.value)
+    good = os.path.join(str(tmp_path / "nan"), "checkpoints", "ckpt-000000002.npz")
+    assert "stage 1/1" in message and "epoch 2" in message and "global step 3" in message
+    assert good in message and "\n" not in message
+    # the last good checkpoint is byte-for-byte what was written before the NaN, and the newest
+    assert list(seen) == [good]
+    assert (os.stat(good).st_mtime_ns, open(good, "rb").read()) == seen[good]
+    assert [s for s, _ in trainer.checkpoints.list()] == [2]
+    arrays, state = ckpt_lib.read_npz(good)
+    assert state["global_step"] == 2
+    assert all(np.all(np.isfinite(a)) for a in arrays.values() if a.dtype.kind == "f")
+    assert not os.path.exists(os.path.join(str(tmp_path / "nan"), "model.keras"))
+
+
+def test_sigkill_in_stage_two_then_resume_matches_the_uninterrupted_run(run, killed_run, tmp_path):
+    """`effv2 train` SIGKILLed after stage 2's first checkpoint, then `--resume`d."""
+    _, reference, _, _ = run
+    out, marker, proc, log = killed_run
+    deadline = time.time() + 400
+    while not marker.exists():  # the run is held right after step 6 (checkpoint 5 written)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.time() < deadline, "the run never reached stage 2"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert not (out / "model.keras").exists()  # it really died before the end
+    saved = ckpt_lib.CheckpointManager(str(out / "checkpoints")).list()
+    assert saved[-1][0] == 5  # the first checkpoint of stage 2 (which starts at step 4)
+    assert ckpt_lib.read_state(saved[-1][1])["stage"] == 1
+
+    # resume with nothing but --out and --resume: the rest comes from the run's config.json
+    done = run_python(["-m", "effv2_keras.cli.main", "train", f"--out={out}", "--resume", "--verbose=1"],
+                      timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Resumed from {saved[-1][1]}: global step 5/8, epoch 3." in done.stdout
+    assert "Stage 1/2" not in done.stdout and "Stage 2/2" in done.stdout  # stage 1 was not redone
+    rows = json.loads((out / "metrics.json").read_text())["epochs"]
+    keys = ("epoch", "stage", "image_size", "dropout", "randaug_magnitude", "mixup_alpha",
+            "global_step", "lr")
+    # same epochs, stages, steps, regularization and learning rates (read from the optimizer's
+    # own step counter, restored from the checkpoint) as the run that was never interrupted
+    assert [tuple(r[k] for k in keys) for r in rows] == \
+        [tuple(r[k] for k in keys) for r in reference.rows]
+    final = ckpt_lib.read_state(ckpt_lib.CheckpointManager(str(out / "checkpoints")).list()[-1][1])
+    assert final["global_step"] == reference.global_step == 8 and final["stage"] == 1
+    assert (out / "model.keras").exists()

@@ -1,0 +1,90 @@
+"""Optimizers, the warm-up/decay schedule over global steps, and kernel-only weight decay."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from effv2_keras.train import optim
+from effv2_keras.train.config import TrainConfig
+
+
+def small_model():
+    return keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, use_bias=False, name="conv"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.DepthwiseConv2D(3, use_bias=True, name="dw"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, name="dense"),
+    ])
+
+
+def test_warmup_then_exponential_staircase():
+    s = optim.WarmupDecay(0.016, total_steps=1000, warmup_steps=50, decay="exponential",
+                          decay_steps=24, decay_rate=0.97)
+    assert s.value(0) == pytest.approx(0.016 / 50)
+    assert s.value(49) == pytest.approx(0.016)
+    # after warm-up: 0.97 ** floor(step / 24), counted from step 0 as the official code
+    for step in (50, 71, 72, 200, 999):
+        assert s.value(step) == pytest.approx(0.016 * 0.97 ** (step // 24), rel=1e-5)
+
+
+def test_cosine_and_constant():
+    cos = optim.WarmupDecay(1.0, total_steps=100, warmup_steps=0, decay="cosine")
+    for step in (0, 25, 50, 100, 150):
+        expected = 0.5 * (1 + math.cos(math.pi * min(step, 100) / 100))
+        assert cos.value(step) == pytest.approx(expected, abs=1e-6)
+    const = optim.WarmupDecay(0.3, total_steps=100, warmup_steps=10, decay="constant")
+    assert [round(const.value(t), 6) for t in (4, 9, 10, 99)] == [0.15, 0.3, 0.3, 0.3]
+
+
+def test_schedule_of_a_config_scales_lr_and_counts_epochs_in_steps():
+    config = TrainConfig(optimizer="rmsprop", batch_size=512, epochs=10, warmup_epochs=2.0).resolve()
+    s = optim.make_lr_schedule(config, steps_per_epoch=100, total_steps=1000)
+    assert s.peak_lr == pytest.approx(0.016 * 2)  # 0.016 per 256 images
+    assert s.warmup_steps == 200
+    assert s.decay_steps == pytest.approx(240)  # 2.4 epochs
+    assert s.value(239) == pytest.approx(0.032)
+    assert s.value(240) == pytest.approx(0.032 * 0.97)
+
+
+def test_rmsprop_has_the_papers_constants():
+    model = small_model()
+    opt, l2 = optim.make_optimizer("rmsprop", 0.01, model, weight_decay=1e-5)
+    assert (opt.rho, opt.momentum, opt.epsilon) == (0.9, 0.9, 1e-3)
+    assert l2 == 1e-5
+    sgd, l2 = optim.make_optimizer("sgd", 0.01, model, weight_decay=1e-5, momentum=0.8)
+    assert sgd.momentum == 0.8 and l2 == 1e-5
+    scaled, _ = optim.make_optimizer("sgd", 0.01, model, loss_scale=True)
+    assert isinstance(scaled, keras.optimizers.LossScaleOptimizer)
+    with pytest.raises(ValueError, match="--optimizer"):
+        optim.make_optimizer("adagrad", 0.01, model)
+
+
+def test_weight_decay_only_on_kernels():
+    model = small_model()
+    names = sorted(v.path.split("/", 1)[1] for v in optim.decayed_variables(model))
+    assert names == ["conv/kernel", "dense/kernel", "dw/kernel"]  # not bn/gamma, bn/beta, dw/bias
+    penalty = optim.l2_penalty(optim.decayed_variables(model), 1e-2)
+    expected = 0.5 * 1e-2 * sum(float(np.sum(np.square(v.numpy()))) for v in optim.decayed_variables(model))
+    assert float(penalty) == pytest.approx(expected, rel=1e-5)
+    assert optim.l2_penalty([], 1e-2) is None and optim.l2_penalty(model.trainable_variables, 0.0) is None
+
+
+def test_adamw_decays_kernels_but_not_bn_or_bias():
+    model = small_model()
+    for v in model.trainable_variables:  # non-zero everywhere so decay would show
+        v.assign(np.full(v.shape, 0.5, "float32"))
+    opt, l2 = optim.make_optimizer("adamw", 0.1, model, weight_decay=0.5)
+    assert l2 == 0.0
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    opt.apply([np.zeros(v.shape, "float32") for v in model.trainable_variables], model.trainable_variables)
+    decayed = {v.path for v in optim.decayed_variables(model)}
+    for v in model.trainable_variables:
+        if v.path in decayed:
+            np.testing.assert_allclose(v.numpy(), before[v.path] * (1 - 0.1 * 0.5), rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(v.numpy(), before[v.path])
+    assert decayed and len(decayed) < len(model.trainable_variables)
