@@ -335,16 +335,12 @@ def apply_op(name: str, image, magnitude: float, seed=(0, 0)) -> tf.Tensor:
     return _OP_FUNCS[name](image, tf.constant(float(magnitude), tf.float32), seed)
 
 
-# One RandAugment layer: pick one of the 16 ops uniformly and apply it. A single
-# module-level function, traced once per process and called num_ops times by every
-# augmenter, so building a pipeline (or a new augmenter per stage) does not
-# re-trace 16 ops per layer; tf.switch_case runs only the chosen op.
-@tf.function(input_signature=[
-    tf.TensorSpec([None, None, 3], tf.float32),
-    tf.TensorSpec([], tf.float32),
-    tf.TensorSpec([2], tf.int64),
-    tf.TensorSpec([2], tf.int64),
-], autograph=False)
+# One RandAugment layer: pick one of the 16 ops uniformly and apply it;
+# tf.switch_case runs only the chosen op. A plain function, traced into the
+# caller's graph (the tf.data map function): a module-level tf.function would be
+# traced once per process, but its concrete function then lives in the eager
+# context, and under MultiWorkerMirroredStrategy a dataset that calls it fails
+# to make its iterator on non-chief workers ("Haven't set up remote eager worker").
 def _randaugment_layer(image, magnitude, choice_seed, op_seed):
     index = tf.random.stateless_uniform(
         [], seed=choice_seed, maxval=len(RANDAUGMENT_OPS), dtype=tf.int32)

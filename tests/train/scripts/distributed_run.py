@@ -51,10 +51,7 @@ def replica_spread(variables):
     return worst
 
 
-# RandAugment off for multiworker: effv2_keras.augment's module-level @tf.function
-# (_randaugment_layer) inside tf.data makes MakeIterator fail on non-chief workers
-# ("Haven't set up remote eager worker in this eager context yet"); reported to augment.
-extra = {"randaug_min": 0.0, "randaug_max": 0.0} if mode == "multiworker" else {}
+extra = {"randaug_min": 5.0, "randaug_max": 5.0}  # RandAugment on: it must work on every worker
 if mode == "mirrored":  # loss scaling under a distribution strategy, while we are at it
     extra["mixed_precision"] = "mixed_float16"
 config = TrainConfig(model="efficientnetv2-b0", width=0.25, depth=0.25, data="digits", batch_size=16,
