@@ -6,6 +6,10 @@ Examples:
     effv2 export --model runs/clothing --format tflite --quantize int8 --int8_io \
         --representative_data ../shared/data/clothing160 --out exported/int8 \
         --verify ../shared/data/clothing160
+    effv2 export --model runs/clothing --format tflite --quantize int8 --calibration_percentile 90 \
+        --representative_data ../shared/data/clothing160 --representative_count 500 --out exported/int8
+    effv2 export --model runs/clothing --format tflite --quantize int16x8 \
+        --representative_data ../shared/data/clothing160 --out exported/int16x8
     effv2 export --model runs/clothing/model.keras --format tfhub --flavour feature_vector \
         --out exported/hub_fv
 
@@ -26,14 +30,23 @@ flags.DEFINE_string("model", None, "Run directory (model.keras [+ model_ema.kera
                     flag_values=FLAGS)
 flags.DEFINE_enum("format", "saved_model", FORMATS, "Artifact format.", flag_values=FLAGS)
 flags.DEFINE_string("out", None, "Output directory (one artifact per directory).", flag_values=FLAGS)
-flags.DEFINE_enum("quantize", None, ["fp16", "dynamic", "int8"],
+flags.DEFINE_enum("quantize", None, ["fp16", "dynamic", "int8", "int16x8"],
                   "TFLite quantization (default fp32): fp16 weights, dynamic-range int8 weights, "
-                  "or full int8 (needs --representative_data).", flag_values=FLAGS)
+                  "full int8, or int16x8 (int16 activations, int8 weights); the last two need "
+                  "--representative_data.", flag_values=FLAGS)
 flags.DEFINE_bool("int8_io", False, "With --quantize int8: int8 input and output tensors.", flag_values=FLAGS)
+flags.DEFINE_list("int8_float_fallback", [],
+                  "With --quantize int8: ops kept in float, comma-separated: groups se, sigmoid, head, "
+                  "stem; TFLite op types (LOGISTIC); or substrings of op names.", flag_values=FLAGS)
+flags.DEFINE_float("calibration_percentile", None,
+                   "With --quantize int8: activation ranges from this percentile of the per-image "
+                   "extrema of the representative images (e.g. 90) instead of their overall min/max.",
+                   flag_values=FLAGS)
 flags.DEFINE_string("representative_data", None,
                     "Dataset (class folders or a data spec) whose train split calibrates full int8.",
                     flag_values=FLAGS)
-flags.DEFINE_integer("representative_count", 200, "Images used for int8 calibration.", flag_values=FLAGS)
+flags.DEFINE_integer("representative_count", 200, "Images used for int8/int16x8 calibration (0 = the whole train split).",
+                     flag_values=FLAGS)
 flags.DEFINE_enum("flavour", "classification", ["classification", "feature_vector"],
                   "TF-Hub module flavour.", flag_values=FLAGS)
 flags.DEFINE_integer("image_size", None, "Size of fixed-size artifacts of a model that takes any size.",
@@ -102,8 +115,10 @@ def _export(cfg) -> int:
     from effv2_keras import export
     from effv2_keras.export import common, images, verification
 
-    if cfg.format != "tflite" and (cfg.quantize or cfg.int8_io):
-        raise export.ExportError("--quantize and --int8_io apply to --format tflite only.")
+    if cfg.format != "tflite" and (cfg.quantize or cfg.int8_io or cfg.int8_float_fallback
+                                   or cfg.calibration_percentile is not None):
+        raise export.ExportError("--quantize, --int8_io, --int8_float_fallback and --calibration_percentile "
+                                 "apply to --format tflite only.")
     source = common.load_source(cfg.model, use_ema=cfg.use_ema)
     model = source.model
     # The exporters get the loaded model (EMA already resolved) and what the run knows.
@@ -118,10 +133,13 @@ def _export(cfg) -> int:
     elif cfg.format == "tfhub":
         options.update(flavour=cfg.flavour)
     elif cfg.format == "tflite":
-        options.update(quantize=cfg.quantize, int8_io=cfg.int8_io)
-        if cfg.quantize == "int8" and cfg.representative_data:
+        options.update(quantize=cfg.quantize, int8_io=cfg.int8_io,
+                       float_fallback=tuple(cfg.int8_float_fallback),
+                       calibration_percentile=cfg.calibration_percentile)
+        if cfg.quantize in ("int8", "int16x8") and cfg.representative_data:
             size = common.resolve_image_size(model, cfg.image_size, source.image_size)
-            batch = images.load_split(cfg.representative_data, size, "train", cfg.representative_count)
+            batch = images.load_split(cfg.representative_data, size, "train",
+                                      cfg.representative_count or None)
             options["representative_images"] = batch.images
     start = time.perf_counter()
     path = export.export(model, cfg.format, cfg.out, **options)

@@ -10,7 +10,8 @@ Examples:
     effv2 train --out runs/flowers --resume      # continue; flags from runs/flowers/config.json
 
 Learning rate: --lr is the base rate PER 256 IMAGES; the rate used is
-lr * batch_size / 256 (the paper: RMSProp 0.016 per 256).
+lr * batch_size / 256 (the paper: RMSProp 0.016 per 256), for AdamW
+lr * sqrt(batch_size / 256).
 
 With --resume and an existing <out>/config.json, that config is the base and
 only the flags given on the command line override it.

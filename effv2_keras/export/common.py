@@ -109,7 +109,17 @@ def load_source(model_or_path: ModelOrPath, class_names: Optional[Sequence[str]]
                   ema=keras_file.name in RUN_EMA_FILES, image_size=_pair(size) if size else None)
 
 
+# keras.saving.load_model rebuilds a functional graph recursively, one Python frame
+# per layer of depth: EfficientNetV2-XL needs ~6,000 (the builder raises the limit
+# itself, but a fresh process that only loads the .keras file would hit the default 1,000).
+DEEP_GRAPH_RECURSION_LIMIT = 10000
+
+
 def _load_keras_file(path: Path) -> keras.Model:
+    import sys
+
+    if sys.getrecursionlimit() < DEEP_GRAPH_RECURSION_LIMIT:
+        sys.setrecursionlimit(DEEP_GRAPH_RECURSION_LIMIT)
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # keras raises ValueError/TypeError/zip errors alike
@@ -315,6 +325,29 @@ def split_head(model: keras.Model) -> Head:
         features = keras.Model(model.inputs, last.input, name=f"{model.name}_features")
         return Head(features, last, activation)
     return Head(model, None, "linear")
+
+
+@dataclasses.dataclass
+class Classifier:
+    """A loaded model with a classifier head, ready to convert."""
+
+    source: Source
+    model: keras.Model
+    head: Head
+    class_names: Optional[List[str]]
+    image_size: Tuple[int, int]
+
+
+def load_classifier(model_or_path: ModelOrPath, class_names, use_ema: bool, image_size, what: str) -> Classifier:
+    """``load_source`` + a check that the model has a classifier head + class names and image size."""
+    source = load_source(model_or_path, class_names, use_ema)
+    model = source.model
+    head = split_head(model)
+    if head.dense is None:
+        raise ExportError(f"model {model.name!r} has no classifier head; {what} export needs one.")
+    names = check_class_names(source.class_names, head)
+    size = resolve_image_size(model, image_size, source.image_size)
+    return Classifier(source, model, head, names, size)
 
 
 def pooled_features(head: Head, images):

@@ -33,13 +33,8 @@ def export_onnx(model, out_dir, *, image_size=None, opset: int = DEFAULT_OPSET, 
     if not onnx_available():
         raise ExportError("ONNX export needs the optional extra: pip install tf2onnx onnxruntime.")
     start = time.perf_counter()
-    source = common.load_source(model, class_names, use_ema)
-    model = source.model
-    head = common.split_head(model)
-    if head.dense is None:
-        raise ExportError(f"model {model.name!r} has no classifier head; ONNX export needs one.")
-    names = common.check_class_names(source.class_names, head)
-    size = common.resolve_image_size(model, image_size, source.image_size)
+    loaded = common.load_classifier(model, class_names, use_ema, image_size, "ONNX")
+    source, model, head, names, size = loaded.source, loaded.model, loaded.head, loaded.class_names, loaded.image_size
     out = common.prepare_out_dir(out_dir)
     path = out / FILENAME
     with tempfile.TemporaryDirectory(prefix="effv2_onnx_") as tmp:

@@ -1,4 +1,5 @@
-"""TFLite / LiteRT flatbuffers: fp32, fp16 weights, dynamic-range int8 and full int8.
+"""TFLite / LiteRT flatbuffers: fp32, fp16 weights, dynamic-range int8, full int8
+and int16x8 (int16 activations, int8 weights).
 
 The converter starts from a SavedModel of the inference function
 (``TFLiteConverter.from_saved_model``); ``from_concrete_functions`` on a Keras
@@ -8,6 +9,13 @@ is run once in ``ai_edge_litert``'s interpreter before it is returned.
 Input: float32 [batch, H, W, 3], 0-255 pixels (batch 1 by default, resizable);
 output: probabilities. With ``quantize="int8", int8_io=True`` both are int8,
 (de)quantized with the tensors' scale and zero point.
+
+Full-integer options that trade size/speed for accuracy (measured in docs/EXPORT.md):
+``quantize="int16x8"`` keeps activations in int16 (16-bit rounding noise instead
+of 8-bit; float input/output); for int8, ``calibration_percentile=90`` takes
+activation ranges from percentiles of per-image extrema instead of the min/max
+over all representative images, and ``float_fallback=("se",)`` etc. keeps chosen
+ops in float (TFLite's QuantizationDebugger denylist, see ``FLOAT_FALLBACK_GROUPS``).
 
 Example:
     >>> from effv2_keras import export
@@ -19,7 +27,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -28,39 +36,49 @@ from effv2_keras.export import common
 from effv2_keras.export.common import ExportError
 from effv2_keras.export.images import check_image_batch
 
-QUANTIZATIONS = (None, "fp16", "dynamic", "int8")
+QUANTIZATIONS = (None, "fp16", "dynamic", "int8", "int16x8")
+FULL_INTEGER = ("int8", "int16x8")
 FILENAME = "model.tflite"
 
 
 def export_tflite(model, out_dir, *, quantize: Optional[str] = None, int8_io: bool = False,
                   representative_images: Optional[np.ndarray] = None, image_size=None,
-                  use_ema: bool = True, class_names=None) -> Path:
+                  use_ema: bool = True, class_names=None,
+                  float_fallback: Sequence[str] = (),
+                  calibration_percentile: Optional[float] = None) -> Path:
     """Converts a model to ``out_dir/model.tflite`` (plus labels.txt and metadata).
 
     Args:
         model: a built Keras model, a ``.keras`` file or a run directory.
         out_dir: output directory.
         quantize: None (fp32), "fp16" (fp16 weights), "dynamic" (int8 weights,
-            float activations) or "int8" (full integer, needs ``representative_images``).
+            float activations), "int8" (full integer, needs ``representative_images``)
+            or "int16x8" (int16 activations, int8 weights, float input/output; needs
+            ``representative_images``).
         int8_io: with "int8", make the input and output tensors int8 too.
         representative_images: float32 [n, H, W, 3] real images in 0-255
             (a few hundred from the training data) to calibrate activation ranges.
         image_size: fixed H, W of the flatbuffer; default the model's own size.
         use_ema: export the EMA weights when the run has them.
         class_names: written to labels.txt (read from a run directory when None).
+        float_fallback: with "int8", ops kept in float (quantized around them): group
+            names of ``FLOAT_FALLBACK_GROUPS`` ("se", "sigmoid", "head", "stem"), TFLite
+            op types in capitals (e.g. "LOGISTIC") or substrings of op output names
+            (e.g. "block6b_"). Uses TFLite's QuantizationDebugger denylist.
+        calibration_percentile: with "int8", activation ranges from the P-th
+            percentile of each tensor's per-image maximum (and the (100-P)-th of
+            its per-image minimum) over the representative images, instead of
+            TFLite's min/max over all of them (which rare outliers stretch, so
+            every other value gets coarser steps). 90 measured best in docs/EXPORT.md.
 
     Returns:
         The path of the ``.tflite`` file.
     """
-    _check_options(quantize, int8_io, representative_images)
+    float_fallback = tuple(float_fallback or ())
+    _check_options(quantize, int8_io, representative_images, float_fallback, calibration_percentile)
     start = time.perf_counter()
-    source = common.load_source(model, class_names, use_ema)
-    model = source.model
-    head = common.split_head(model)
-    if head.dense is None:
-        raise ExportError(f"model {model.name!r} has no classifier head; TFLite export needs one.")
-    names = common.check_class_names(source.class_names, head)
-    size = common.resolve_image_size(model, image_size, source.image_size)
+    loaded = common.load_classifier(model, class_names, use_ema, image_size, "TFLite")
+    source, model, head, names, size = loaded.source, loaded.model, loaded.head, loaded.class_names, loaded.image_size
     if representative_images is not None:
         representative_images = check_image_batch(representative_images)
         if tuple(representative_images.shape[1:3]) != size:
@@ -70,7 +88,11 @@ def export_tflite(model, out_dir, *, quantize: Optional[str] = None, int8_io: bo
         common.save_probabilities_model(model, head, size, tmp, "TFLite export")
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serving_default"])
         _configure(converter, quantize, int8_io, representative_images)
-        flatbuffer = converter.convert()
+        if float_fallback or calibration_percentile is not None:
+            flatbuffer, fallback_ops = _convert_calibrated(
+                converter, representative_images, float_fallback, calibration_percentile)
+        else:
+            flatbuffer, fallback_ops = converter.convert(), None
     out = common.prepare_out_dir(out_dir)
     path = out / FILENAME
     path.write_bytes(flatbuffer)
@@ -81,19 +103,32 @@ def export_tflite(model, out_dir, *, quantize: Optional[str] = None, int8_io: bo
         image_size=list(size), input_range="0-255", class_names=names, num_classes=head.num_classes,
         activation=head.activation, ema=source.ema,
         representative_images=None if representative_images is None else len(representative_images),
+        float_fallback=list(float_fallback) or None,
+        float_fallback_matched=fallback_ops, calibration_percentile=calibration_percentile,
         seconds=round(time.perf_counter() - start, 2))
     return path
 
 
-def _check_options(quantize, int8_io, representative_images):
+def _check_options(quantize, int8_io, representative_images, float_fallback=(), calibration_percentile=None):
     if quantize not in QUANTIZATIONS:
-        raise ExportError(f"quantize must be one of fp16, dynamic, int8 (or None for fp32); "
+        raise ExportError(f"quantize must be one of fp16, dynamic, int8, int16x8 (or None for fp32); "
                           f"got {quantize!r}.")
-    if quantize == "int8" and (representative_images is None or len(representative_images) == 0):
-        raise ExportError("full-integer int8 quantization needs representative images: pass "
+    if quantize in FULL_INTEGER and (representative_images is None or len(representative_images) == 0):
+        raise ExportError(f"full-integer {quantize} quantization needs representative images: pass "
                           "--representative_data DATA (real images, e.g. the training folder).")
     if int8_io and quantize != "int8":
         raise ExportError("int8 input/output (--int8_io) needs --quantize int8.")
+    for flag, value in (("--int8_float_fallback", float_fallback),
+                        ("--calibration_percentile", calibration_percentile is not None)):
+        if value and quantize != "int8":
+            raise ExportError(f"{flag} needs --quantize int8.")
+        if value and int8_io:
+            raise ExportError(f"{flag} keeps float input/output; drop --int8_io.")
+    for entry in float_fallback:
+        if not isinstance(entry, str) or not entry.strip():
+            raise ExportError(f"float fallback entries must be non-empty strings; got {entry!r}.")
+    if calibration_percentile is not None and not 50 <= calibration_percentile <= 100:
+        raise ExportError(f"calibration_percentile must be in [50, 100]; got {calibration_percentile}.")
 
 
 def _configure(converter, quantize, int8_io, representative_images):
@@ -102,16 +137,126 @@ def _configure(converter, quantize, int8_io, representative_images):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "fp16":
         converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
+    elif quantize in FULL_INTEGER:
         def representative_dataset():
             for image in representative_images:
                 yield [image[None]]
 
         converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quantize == "int8"
+            else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+
+
+# Named groups of ``float_fallback``: (TFLite op types, substrings of op output names).
+FLOAT_FALLBACK_GROUPS = {
+    "se": ((), ("_se_",)),                      # squeeze-excite: mean, reduce/expand convs, sigmoids, excite mul
+    "sigmoid": (("LOGISTIC",), ()),             # every sigmoid (SiLU's and squeeze-excite's)
+    "head": (("FULLY_CONNECTED", "SOFTMAX"), ("top_conv", "top_activation", "avg_pool")),
+    "stem": ((), ("stem_conv", "stem_activation")),
+}
+
+
+def _convert_calibrated(converter, representative_images, float_fallback, percentile):
+    """Full int8 through TFLite's QuantizationDebugger: calibrate once, optionally
+    replace the min/max activation ranges by percentile ranges, and quantize with
+    the ``float_fallback`` ops denylisted (kept in float).
+
+    Returns the flatbuffer and what was kept in float ({"op_types": [...], "nodes": count}, or None).
+    """
+    debug = tf.lite.experimental
+
+    def dataset():
+        for image in representative_images[:8]:
+            yield [image[None]]
+
+    debugger = debug.QuantizationDebugger(converter=converter, debug_dataset=dataset,
+                                          debug_options=debug.QuantizationDebugOptions())
+    if percentile is not None:
+        debugger.calibrated_model = _percentile_ranges(debugger.calibrated_model, representative_images,
+                                                       percentile)
+    matched = None
+    if float_fallback:
+        op_types, nodes = _resolve_float_fallback(debugger.calibrated_model, float_fallback)
+        matched = {"op_types": op_types, "nodes": len(nodes)}
+    else:
+        op_types, nodes = [], []
+    # Re-instruments the debug model with the new ranges/denylist; then the plain model.
+    debugger.options = debug.QuantizationDebugOptions(denylisted_ops=op_types or None,
+                                                      denylisted_nodes=nodes or None)
+    return debugger.get_nondebug_quantized_model(), matched
+
+
+def _float_op_outputs(flatbuffer):
+    """[(op type, output tensor name)] of a float (calibrated) flatbuffer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [(op["op_name"], tensors[i]) for op in interpreter._get_ops_details()
+            for i in op["outputs"] if i in tensors]
+
+
+def _resolve_float_fallback(calibrated, float_fallback):
+    nodes_by_op = _float_op_outputs(calibrated)
+    op_types, nodes = set(), set()
+    for entry in float_fallback:
+        if entry in FLOAT_FALLBACK_GROUPS:
+            types, substrings = FLOAT_FALLBACK_GROUPS[entry]
+        elif entry.isupper():
+            types, substrings = (entry,), ()
+        else:
+            types, substrings = (), (entry,)
+        matched = [name for op, name in nodes_by_op
+                   if op in types or any(sub in name for sub in substrings)]
+        if not matched:
+            raise ExportError(f"float fallback {entry!r} matches no op of the model "
+                              f"(groups: {', '.join(FLOAT_FALLBACK_GROUPS)}; or an op type such as "
+                              f"LOGISTIC, or a substring of an op name).")
+        op_types.update(t for t in types if any(op == t for op, _ in nodes_by_op))
+        nodes.update(name for op, name in nodes_by_op
+                     if op not in types and any(sub in name for sub in substrings))
+    return sorted(op_types), sorted(nodes)
+
+
+def _percentile_ranges(calibrated, representative_images, percentile):
+    """The calibrated flatbuffer with every per-tensor activation range replaced by
+    [P_(100-p) of per-image minima, P_p of per-image maxima] over the images."""
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(calibrated)
+    ranged = {i: t for i, t in enumerate(model.subgraphs[0].tensors)
+              if t.quantization is not None and t.quantization.min is not None
+              and len(t.quantization.min) == 1}
+    interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+    lows, highs = {i: [] for i in ranged}, {i: [] for i in ranged}
+    for image in representative_images:
+        interpreter.set_tensor(index, image[None].astype(np.float32))
+        interpreter.invoke()
+        for i in ranged:
+            try:
+                values = interpreter.get_tensor(i)
+            except ValueError:  # not materialised (folded away)
+                continue
+            if values.size:
+                lows[i].append(float(values.min()))
+                highs[i].append(float(values.max()))
+    for i, tensor in ranged.items():
+        if not highs[i]:
+            continue
+        low = min(float(np.percentile(lows[i], 100 - percentile)), 0.0)
+        high = max(float(np.percentile(highs[i], percentile)), 0.0)
+        if high - low <= 0:
+            continue
+        tensor.quantization.min = np.array([low], np.float32)
+        tensor.quantization.max = np.array([high], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _smoke_test(path: Path, size) -> None:

@@ -5,8 +5,8 @@ the same float32 0-255 images and reports the max abs difference of the
 probabilities, top-1 agreement and, with labels, both accuracies.
 
 Tolerances (issue #4): fp32 artifacts (SavedModel, TF-Hub, TFLite fp32, ONNX)
-max abs diff <= 1e-4; fp16 top-1 agreement >= 99%; int8 (dynamic and full)
-top-1 agreement >= 97% and accuracy drop <= 1 point.
+max abs diff <= 1e-4; fp16 top-1 agreement >= 99%; int8 (dynamic and full) and
+int16x8 top-1 agreement >= 97% and accuracy drop <= 1 point.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ INT8_MAX_ACCURACY_DROP = 0.01
 class VerifyResult:
     artifact: str
     kind: str
-    precision: str  # fp32, fp16, dynamic or int8
+    precision: str  # fp32, fp16, dynamic, int8 or int16x8
     count: int
     max_abs_diff: float
     mean_abs_diff: float
@@ -53,7 +53,7 @@ class VerifyResult:
             problems.append(f"max abs diff {self.max_abs_diff:.2e} > {FP32_MAX_ABS_DIFF:.0e}")
         if self.precision == "fp16" and self.top1_agreement < FP16_MIN_AGREEMENT:
             problems.append(f"top-1 agreement {self.top1_agreement:.1%} < {FP16_MIN_AGREEMENT:.0%}")
-        if self.precision in ("dynamic", "int8"):
+        if self.precision in ("dynamic", "int8", "int16x8"):
             if self.top1_agreement < INT8_MIN_AGREEMENT:
                 problems.append(f"top-1 agreement {self.top1_agreement:.1%} < {INT8_MIN_AGREEMENT:.0%}")
             drop = self.accuracy_drop

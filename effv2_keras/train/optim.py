@@ -74,9 +74,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_lr_schedule(config, steps_per_epoch: int, total_steps: int) -> WarmupDecay:
-    """The schedule of a resolved TrainConfig (lr scaled by batch_size / 256)."""
+    """The schedule of a resolved TrainConfig (lr scaled to the batch: ``TrainConfig.scaled_lr``)."""
     return WarmupDecay(
-        peak_lr=config.lr * config.batch_size / 256.0,
+        peak_lr=config.scaled_lr(),
         total_steps=total_steps,
         warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
         decay=config.lr_decay,

@@ -675,7 +675,7 @@ class Trainer:
             f"{self.splits.summary()}",
             f"{self.replicas} replica(s) on {self.device} ({c.strategy} strategy, {self.num_workers} "
             f"worker(s)); precision {c.mixed_precision}; XLA {'on' if self.jit else 'off'}",
-            f"{c.optimizer}, lr {c.lr:g} per 256 -> {c.lr * c.batch_size / 256:g} at batch {c.batch_size}, "
+            f"{c.optimizer}, lr {c.lr:g} per 256 -> {c.scaled_lr():g} at batch {c.batch_size}, "
             f"warm-up {c.warmup_epochs:g} epochs, {c.lr_decay} decay; weight decay {c.weight_decay:g}; "
             f"EMA {c.ema_decay:g}; label smoothing {c.label_smoothing:g}",
             f"{self.schedule.total_epochs} epochs x {self.steps_per_epoch} steps = {self.total_steps} "

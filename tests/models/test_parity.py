@@ -16,17 +16,12 @@ test_training_regularization_differs_from_keras_on_purpose pins both.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import sys
-import types
-
 import keras
 import numpy as np
 import pytest
 
 import effv2_keras
+from effv2_keras.models import timm_import
 from effv2_keras.models import weights as weights_lib
 from effv2_keras.models.builder import scaled_blocks
 
@@ -106,73 +101,12 @@ def test_training_regularization_differs_from_keras_on_purpose(variant, keras_la
 # --- timm ------------------------------------------------------------------------
 
 
-class _Absent(type):
-    """A torchvision name timm imports but tf_efficientnet* never uses: any use raises."""
-
-    def __getattr__(cls, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Absent(name, (), {})
-
-    def __call__(cls, *args, **kwargs):
-        raise RuntimeError(f"torchvision is not installed: {cls.__name__} is unavailable in this test")
-
-
-class _AbsentModule(types.ModuleType):
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Absent(name, (), {})
-
-
-class _TorchvisionPlaceholder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torchvision":
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        return _AbsentModule(spec.name)
-
-    def exec_module(self, module):
-        module.__path__ = []
-
-
-def _drop_torchvision_modules():
-    for key in [k for k in sys.modules if k.split(".")[0] == "torchvision"]:
-        del sys.modules[key]
-
-
 def import_timm():
-    """timm, imported for this test only, or a skip.
-
-    Every timm release imports torchvision at import time (FrozenBatchNorm2d, transforms,
-    datasets), but the tf_efficientnet* networks never use it, and PyPI's torchvision is a
-    CUDA build that fails to import beside the CPU torch (REFERENCE.md §5). So when
-    torchvision is absent or broken, timm is imported with placeholders for those names,
-    which raise if anything calls them; the placeholders are removed right after the import,
-    so nothing else in the session sees a torchvision.
-    """
+    """timm (imported with torchvision placeholders where needed), or a skip."""
     pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0, the CPU build)")
-    if importlib.util.find_spec("timm") is None:
+    timm = timm_import.import_timm()
+    if timm is None:
         pytest.skip("timm is not installed (pip install --no-deps timm==1.0.31)")
-    if "timm" in sys.modules:
-        return sys.modules["timm"]
-    try:
-        import torchvision  # noqa: F401
-
-        import timm
-
-        return timm
-    except Exception:  # torchvision absent, or the CUDA build (RuntimeError on import)
-        _drop_torchvision_modules()
-    finder = _TorchvisionPlaceholder()
-    sys.meta_path.insert(0, finder)
-    try:
-        import timm
-    finally:
-        sys.meta_path.remove(finder)
-        _drop_torchvision_modules()
     return timm
 
 

@@ -79,3 +79,11 @@ def test_resolve_fills_optimizer_defaults():
 def test_scaled_lr_is_linear_in_batch():
     assert TrainConfig(optimizer="rmsprop", batch_size=4096).scaled_lr() == pytest.approx(0.256)
     assert TrainConfig(lr=0.1, batch_size=64).scaled_lr() == pytest.approx(0.025)
+
+
+def test_adamw_scales_lr_by_the_square_root_of_the_batch():
+    # Linear scaling starved small AdamW batches (0.002 per 256 -> 2.5e-4 at batch 32).
+    assert TrainConfig(optimizer="adamw", batch_size=256).scaled_lr() == pytest.approx(0.003)
+    assert TrainConfig(optimizer="adamw", batch_size=32).scaled_lr() == pytest.approx(0.003 / 8**0.5)
+    assert TrainConfig(optimizer="adamw", lr=0.004, batch_size=1024).scaled_lr() == pytest.approx(0.008)
+    assert TrainConfig(optimizer="sgd", lr=0.1, batch_size=32).scaled_lr() == pytest.approx(0.1 / 8)

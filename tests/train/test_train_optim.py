@@ -88,3 +88,9 @@ def test_adamw_decays_kernels_but_not_bn_or_bias():
         else:
             np.testing.assert_array_equal(v.numpy(), before[v.path])
     assert decayed and len(decayed) < len(model.trainable_variables)
+
+
+def test_schedule_of_an_adamw_config_uses_sqrt_scaling():
+    config = TrainConfig(optimizer="adamw", batch_size=64, epochs=10).resolve()
+    s = optim.make_lr_schedule(config, steps_per_epoch=10, total_steps=100)
+    assert s.peak_lr == pytest.approx(0.003 * 0.5)  # sqrt(64 / 256)
