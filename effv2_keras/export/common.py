@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -116,8 +117,6 @@ DEEP_GRAPH_RECURSION_LIMIT = 10000
 
 
 def _load_keras_file(path: Path) -> keras.Model:
-    import sys
-
     if sys.getrecursionlimit() < DEEP_GRAPH_RECURSION_LIMIT:
         sys.setrecursionlimit(DEEP_GRAPH_RECURSION_LIMIT)
     try:
