@@ -567,7 +567,7 @@ def main(argv):
                 _clear_keras()
             budget = budget or (results.get("progressive") or results.get("fixed") or {}).get("seconds", 0.0)
             summary = compare(results, budget)
-            report["datasets"][name] = {"root": os.path.abspath(root), "splits": {
+            report["datasets"][name] = {"root": root, "splits": {
                 s: sum(len(fs) for _, _, fs in os.walk(p)) for s, p in splits.items()},
                 "results": results, "summary": summary}
             print_table(name, results, summary)
