@@ -16,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from effv2_keras.models.builder import allow_deep_graph
 
 METADATA_FILE = "effv2_export.json"
 LABELS_FILE = "labels.txt"
@@ -110,15 +111,8 @@ def load_source(model_or_path: ModelOrPath, class_names: Optional[Sequence[str]]
                   ema=keras_file.name in RUN_EMA_FILES, image_size=_pair(size) if size else None)
 
 
-# keras.saving.load_model rebuilds a functional graph recursively, one Python frame
-# per layer of depth: EfficientNetV2-XL needs ~6,000 (the builder raises the limit
-# itself, but a fresh process that only loads the .keras file would hit the default 1,000).
-DEEP_GRAPH_RECURSION_LIMIT = 10000
-
-
 def _load_keras_file(path: Path) -> keras.Model:
-    if sys.getrecursionlimit() < DEEP_GRAPH_RECURSION_LIMIT:
-        sys.setrecursionlimit(DEEP_GRAPH_RECURSION_LIMIT)
+    allow_deep_graph()  # an XL file opened in a fresh process needs more than Python's 1,000 frames
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # keras raises ValueError/TypeError/zip errors alike

@@ -15,7 +15,7 @@ import keras
 from keras import layers
 
 from effv2_keras.models import blocks
-from effv2_keras.models.arch import ModelSpec, get_spec, round_channels, round_repeats
+from effv2_keras.models.arch import ModelSpec, get_spec, list_models, round_channels, round_repeats
 from effv2_keras.models.blocks import BlockArgs
 
 MIN_INPUT_SIZE = 32
@@ -141,7 +141,7 @@ def build_model(
     w = spec.width if width is None else width
     x = blocks.conv_bn(x, round_channels(spec.stem_channels, w, family), 3, family, "stem", stride=2)
     block_list = scaled_blocks(spec, width, depth, drop_path_rate)
-    _allow_deep_graph(len(block_list))
+    allow_deep_graph(len(block_list))
     for args in block_list:
         x = blocks.BLOCKS[args.block](x, args, family)
     x = blocks.conv_bn(x, round_channels(family.head_channels, w, family), 1, family, "top", activate=False)
@@ -156,13 +156,20 @@ def build_model(
     return model
 
 
-def _allow_deep_graph(num_blocks: int) -> None:
+def allow_deep_graph(num_blocks: Optional[int] = None) -> None:
     """Raises Python's recursion limit for very deep graphs.
 
     Keras maps a functional graph recursively, one Python frame per layer of
     depth: XL (100+ blocks, 1,330 layers) exceeds the default limit of 1,000
     while building, in get_config/from_config and in keras.models.load_model.
+    ``num_blocks`` None means the deepest built-in variant (for loading a file
+    whose architecture is not known yet).
+
+    >>> allow_deep_graph(); sys.getrecursionlimit() >= 1000 + 50 * 100
+    True
     """
+    if num_blocks is None:
+        num_blocks = max(len(scaled_blocks(get_spec(name))) for name in list_models())
     needed = 1000 + 50 * num_blocks
     if sys.getrecursionlimit() < needed:
         sys.setrecursionlimit(needed)
