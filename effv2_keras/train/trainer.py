@@ -60,7 +60,7 @@ from effv2_keras.train.config import RESUME_KEYS, TrainConfig
 from effv2_keras.train.ema import ExponentialMovingAverage
 from effv2_keras.train.strategy import accelerator, make_strategy, worker_info
 
-RANDAUGMENT_OPS = 2
+RANDAUGMENT_NUM_OPS = 2  # ops applied to each image (the official N; not augment.RANDAUGMENT_OPS, the op list)
 METRIC_COLUMNS = (
     "epoch", "stage", "image_size", "dropout", "randaug_magnitude", "mixup_alpha", "cutmix_alpha",
     "lr", "global_step", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5",
@@ -470,7 +470,7 @@ class Trainer:
 
         def dataset_fn(context):
             seed = _derive_seed(config.seed, "train", stage.index, start_step, context.input_pipeline_id)
-            image_aug = (augment.make_image_augmenter(stage.randaug_magnitude, RANDAUGMENT_OPS, seed=seed)
+            image_aug = (augment.make_image_augmenter(stage.randaug_magnitude, RANDAUGMENT_NUM_OPS, seed=seed)
                          if stage.randaug_magnitude > 0 else None)
             batch_aug = augment.make_batch_augmenter(
                 self.num_classes, stage.mixup_alpha, stage.cutmix_alpha, config.label_smoothing,
