@@ -360,13 +360,20 @@ def _cast_like(x: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
 
 
 def make_image_augmenter(
-    magnitude: Optional[float], num_ops: int = 2, seed: Optional[int] = None
+    magnitude: Optional[float], num_ops: int = 2, seed: Optional[int] = None,
+    probability: float = 1.0,
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """RandAugment for one image: ``[H, W, 3]`` 0-255 in, same shape/dtype/range out.
 
     ``magnitude`` is on the official scale (module docstring); 0 or None, or
-    ``num_ops=0``, returns the identity (the input tensor itself). The returned
+    ``num_ops=0``, or ``probability=0`` returns the identity (the input tensor
+    itself). ``probability`` is the chance that an image is augmented at all (its
+    ``num_ops`` ops, or none); 1 is the official RandAugment. The returned
     function takes an optional second argument, a per-call seed of shape [2].
+
+    >>> augment = make_image_augmenter(10, num_ops=2, seed=0, probability=0.5)
+    >>> augment(tf.zeros([8, 8, 3])).shape
+    TensorShape([8, 8, 3])
     """
     if magnitude is not None:
         if isinstance(magnitude, bool) or not isinstance(magnitude, (int, float)) \
@@ -374,7 +381,10 @@ def make_image_augmenter(
             raise ValueError(f"magnitude must be a finite number >= 0 or None, got {magnitude!r}.")
     if isinstance(num_ops, bool) or not isinstance(num_ops, int) or num_ops < 0:
         raise ValueError(f"num_ops must be an int >= 0, got {num_ops!r}.")
-    if not magnitude or num_ops == 0:
+    if isinstance(probability, bool) or not isinstance(probability, (int, float)) \
+            or not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability must be a number in [0, 1], got {probability!r}.")
+    if not magnitude or num_ops == 0 or probability == 0:
         def identity(image, seed=None):
             return image
         return identity
@@ -391,11 +401,21 @@ def make_image_augmenter(
             )
         dtype = image.dtype
         x = tf.cast(image, tf.float32)
-        seeds = _split(_call_seed(generator, seed), 2 * num_ops)
-        for i in range(num_ops):
-            x = _randaugment_layer(x, magnitude, seeds[2 * i], seeds[2 * i + 1])
-            x.set_shape(image.shape)
-        return _cast_like(x, dtype)
+        seeds = _split(_call_seed(generator, seed), 2 * num_ops + 1)
+
+        def randaugment():
+            y = x
+            for i in range(num_ops):
+                y = _randaugment_layer(y, magnitude, seeds[2 * i], seeds[2 * i + 1])
+                y.set_shape(image.shape)
+            return y
+
+        if probability < 1.0:
+            apply = tf.random.stateless_uniform([], seed=seeds[-1]) < probability
+            out = tf.cond(apply, randaugment, lambda: x)
+        else:
+            out = randaugment()
+        return _cast_like(out, dtype)
 
     return augment
 

@@ -48,6 +48,30 @@ def test_magnitude_zero_is_identity(magnitude, num_ops):
     assert augment(image) is image
 
 
+def test_probability_zero_is_identity():
+    image = _random_image()
+    assert make_image_augmenter(10, seed=1, probability=0.0)(image) is image
+
+
+@pytest.mark.parametrize("probability", [0.25, 0.75])
+def test_probability_is_the_fraction_of_images_augmented(probability):
+    # 400 images: the binomial standard deviation of the fraction is at most 0.025, so a
+    # 0.1 tolerance is 4 sigma. At magnitude 10 every op changes a random image (even the
+    # no-magnitude ones: Invert, Equalize, AutoContrast), so "changed" means "augmented".
+    augment = make_image_augmenter(10, num_ops=2, seed=0, probability=probability)
+    changed = 0
+    for i in range(400):
+        image = _random_image(16, 16, seed=i)
+        changed += int(not np.array_equal(augment(image).numpy(), image.numpy()))
+    assert abs(changed / 400 - probability) < 0.1
+
+
+@pytest.mark.parametrize("probability", [-0.1, 1.5, True])
+def test_bad_probability_is_rejected(probability):
+    with pytest.raises(ValueError, match="probability"):
+        make_image_augmenter(10, probability=probability)
+
+
 @pytest.mark.parametrize("dtype", [tf.float32, tf.uint8])
 def test_dtype_shape_and_range_preserved(dtype):
     augment = make_image_augmenter(15, seed=3)

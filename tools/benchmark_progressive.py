@@ -7,7 +7,8 @@ same seed along up to four paths, one after another in this process:
   ``--stages`` stages from ``--min_size`` to ``--max_size`` px, regularization ramped
   (the paper's Algorithm 1);
 * ``fixed``: the same Trainer, same epochs, one stage at ``--max_size`` with the
-  regularization at its maximum;
+  regularization at its maximum (for runs under 50 epochs this is what ``effv2 train``
+  does when ``--stages`` is not given: one stage per 25 epochs);
 * ``keras``: the plain Keras path: keras.applications' same variant (same width/depth),
   ``keras.utils.image_dataset_from_directory`` and ``model.fit``, Adam 1e-3, float32;
 * ``timm``: the PyTorch path (when torch and timm are installed): timm's tf_efficientnetv2
@@ -29,8 +30,8 @@ at equal budget (the best epoch finished within the budget). The input pipeline 
 The machine may be shared: the load average before and after every run is in the JSON.
 
 Example (the command of docs/PROGRESSIVE.md):
-    python tools/benchmark_progressive.py --data ../shared/data/clothing160 \\
-        --width 0.5 --depth 0.5 --epochs 16 --out docs/progressive
+    python tools/benchmark_progressive.py --data ../shared/data/clothing160 --width 0.5 --depth 0.5 \\
+        --epochs 10 --stages 4 --min_size 64 --max_size 128 --batch_size 32 --out docs/progressive_clothing160
 """
 
 from __future__ import annotations
@@ -172,6 +173,9 @@ def run_trainer(kind: str, view: str, out_dir: str) -> dict:
             "settings": {"optimizer": c.optimizer, "lr_per_256": c.lr, "lr": c.scaled_lr(),
                          "warmup_epochs": c.warmup_epochs, "weight_decay": c.weight_decay,
                          "ema_decay": c.ema_decay, "label_smoothing": c.label_smoothing,
+                         "lr_decay": c.lr_decay, "lr_decay_epochs": c.lr_decay_epochs,
+                         "regularization_scale": c.regularization_scale,
+                         "randaug_probability": c.randaug_probability, "crop_scale_min": c.crop_scale_min,
                          "eval_size": c.eval_size, "precision": c.mixed_precision,
                          "steps_per_epoch": c.steps_per_epoch}}
 

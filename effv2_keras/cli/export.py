@@ -51,7 +51,7 @@ flags.DEFINE_enum("flavour", "classification", ["classification", "feature_vecto
                   "TF-Hub module flavour.", flag_values=FLAGS)
 flags.DEFINE_integer("image_size", None, "Size of fixed-size artifacts of a model that takes any size.",
                      flag_values=FLAGS)
-flags.DEFINE_float("crop_fraction", 0.875, "serving_bytes: central crop of the shorter side before resizing.",
+flags.DEFINE_float("crop_fraction", 0.875, "serving_bytes: central box of this fraction of each side before resizing (data.center_crop_resize).",
                    flag_values=FLAGS)
 flags.DEFINE_integer("top_k", 5, "SavedModel: classes reported by top_k_* outputs.", flag_values=FLAGS)
 flags.DEFINE_bool("use_ema", True, "Export the EMA weights when the run has them.", flag_values=FLAGS)
@@ -119,6 +119,8 @@ def _export(cfg) -> int:
                                    or cfg.calibration_percentile is not None):
         raise export.ExportError("--quantize, --int8_io, --int8_float_fallback and --calibration_percentile "
                                  "apply to --format tflite only.")
+    if cfg.format == "onnx" and export.is_serving_saved_model(cfg.model):
+        return _onnx_from_saved_model(cfg)
     source = common.load_source(cfg.model, use_ema=cfg.use_ema)
     model = source.model
     # The exporters get the loaded model (EMA already resolved) and what the run knows.
@@ -156,6 +158,32 @@ def _export(cfg) -> int:
     batch = images.load_split(cfg.verify, size, cfg.verify_split, cfg.verify_count or None)
     labels = verification.align_labels(batch.labels, batch.class_names, source.class_names)
     result = verification.verify(model, path, batch.images, labels)
+    print(verification.format_table([result]))
+    if not result.passed:
+        print(f"effv2 export: verification failed: {'; '.join(result.failures())}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _onnx_from_saved_model(cfg) -> int:
+    """``--model`` is our SavedModel: tf2onnx converts it alone (no Keras model in memory),
+    and --verify compares the ONNX file with the SavedModel it came from."""
+    from effv2_keras import export
+    from effv2_keras.export import common, images, verification
+    from effv2_keras.export.predictor import load_predictor
+
+    start = time.perf_counter()
+    path = export.export(cfg.model, "onnx", cfg.out)
+    print(f"exported onnx (fp32, from the SavedModel {cfg.model}) to {path}: "
+          f"{common.directory_size(path) / 1e6:.2f} MB in {time.perf_counter() - start:.1f} s")
+    if not cfg.verify:
+        return 0
+    saved = load_predictor(cfg.model)
+    batch = images.load_split(cfg.verify, saved.image_size, cfg.verify_split, cfg.verify_count or None)
+    labels = verification.align_labels(batch.labels, batch.class_names, saved.class_names)
+    reference = saved.predict(batch.images)
+    del saved
+    result = verification.verify(None, path, batch.images, labels, reference=reference)
     print(verification.format_table([result]))
     if not result.passed:
         print(f"effv2 export: verification failed: {'; '.join(result.failures())}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """`effv2 predict IMAGE... --model MODEL`: top-5 classes of image files.
 
 MODEL is a .keras file, a run directory, a SavedModel or TF-Hub directory, a
-.tflite or an .onnx file. Images are decoded, center-cropped (0.875 of the
-shorter side) and resized to the model's input size, exactly as the
+.tflite or an .onnx file. Images are decoded, center-cropped (the central
+0.875 of each side) and resized to the model's input size, exactly as the
 SavedModel's serving_bytes signature and effv2_keras.data's evaluation do.
 
 Example:
@@ -22,7 +22,7 @@ flags.DEFINE_string("model", None, ".keras, run directory, SavedModel/TF-Hub dir
                     flag_values=FLAGS)
 flags.DEFINE_integer("top_k", 5, "Classes printed per image.", flag_values=FLAGS)
 flags.DEFINE_integer("image_size", None, "Input size for models that accept any size.", flag_values=FLAGS)
-flags.DEFINE_float("crop_fraction", 0.875, "Central crop of the shorter side before resizing.",
+flags.DEFINE_float("crop_fraction", 0.875, "Central box of this fraction of each side before resizing.",
                   flag_values=FLAGS)
 flags.DEFINE_bool("json", False, "Print one JSON object per image instead of a table.", flag_values=FLAGS)
 flags.mark_flag_as_required("model", flag_values=FLAGS)

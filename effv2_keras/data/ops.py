@@ -19,7 +19,7 @@ import tensorflow as tf
 
 INCEPTION_CROP_SCALE = (0.08, 1.0)  # area fraction range of the random crop (Inception, official V2)
 INCEPTION_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # aspect ratio range of the random crop
-EVAL_CROP_FRACTION = 0.875  # center crop side / shorter image side at evaluation (224 / 256)
+EVAL_CROP_FRACTION = 0.875  # central box side / image side at evaluation (224 / 256)
 
 
 def resize(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -45,16 +45,35 @@ def random_resized_crop(image: tf.Tensor, size: int, seed: tf.Tensor,
     return resize(tf.slice(image, begin, box_size), size)
 
 
-def center_crop_resize(image: tf.Tensor, size: int, crop_fraction: float = EVAL_CROP_FRACTION) -> tf.Tensor:
-    """The central square of side ``crop_fraction * min(h, w)``, resized to ``size``."""
+def center_crop_resize(image: tf.Tensor, size, crop_fraction: float = EVAL_CROP_FRACTION,
+                       max_aspect_change: float = INCEPTION_CROP_RATIO[1]) -> tf.Tensor:
+    """The central box of ``crop_fraction`` of each side, resized to ``size`` (an int or (h, w)).
+
+    The box keeps the photo's aspect while that is within ``max_aspect_change`` (4/3, the
+    training crop's ratio range) of the target's, and is squeezed to the target like the
+    training crops are; beyond that its longer side is cut to the limit. So a 160x213
+    portrait is evaluated whole (as a full-area training crop shows it), and a square photo
+    gets the usual central square of ``crop_fraction`` of its side (224 of 256).
+
+    >>> center_crop_resize(tf.zeros([213, 160, 3]), 64).shape
+    TensorShape([64, 64, 3])
+    """
     if not 0.0 < crop_fraction <= 1.0:
         raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+    target_h, target_w = (size, size) if isinstance(size, int) else tuple(size)
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
-    side = tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * crop_fraction, tf.int32)
-    side = tf.maximum(side, 1)
-    top, left = (height - side) // 2, (width - side) // 2
-    return resize(image[top:top + side, left:left + side], size)
+    box_h = tf.cast(height, tf.float32) * crop_fraction
+    box_w = tf.cast(width, tf.float32) * crop_fraction
+    target_aspect = target_w / target_h
+    box_w = tf.minimum(box_w, box_h * target_aspect * max_aspect_change)  # too wide: cut the width
+    box_h = tf.minimum(box_h, box_w / (target_aspect / max_aspect_change))  # too tall: cut the height
+    crop_h = tf.maximum(tf.cast(box_h, tf.int32), 1)
+    crop_w = tf.maximum(tf.cast(box_w, tf.int32), 1)
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    image = tf.image.resize(tf.cast(image[top:top + crop_h, left:left + crop_w], tf.float32),
+                            [target_h, target_w], method="bilinear", antialias=True)
+    return tf.ensure_shape(image, [target_h, target_w, 3])
 
 
 def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -8,8 +8,9 @@ digits may want a milder range like (0.25, 1)), optional horizontal flip
 text), ``image_augment`` per image, clip to 0-255, batch, one-hot labels,
 ``batch_augment`` per batch, prefetch.
 
-Evaluation: central crop of ``eval_crop_fraction`` (0.875, as the official
-evaluation: 224 of 256) of the shorter side, resized; no shuffle, no flip.
+Evaluation: the central box of ``eval_crop_fraction`` (0.875, as the official
+evaluation: 224 of 256) of each side, its aspect kept within the training crop's
+4/3 of square, resized (``ops.center_crop_resize``); no shuffle, no flip.
 
 Per-element randomness comes from a seeded ``Dataset.random`` stream that is
 re-randomized every epoch, so with a fixed ``seed`` the batches (before any
@@ -57,7 +58,7 @@ def make_pipeline(source: ImageSource, image_size: int, batch_size: int, num_cla
         shuffle_buffer: shuffle buffer in examples (capped at the split size).
         flip: random horizontal flips when training.
         crop_scale, crop_ratio: area and aspect ranges of the training crop.
-        eval_crop_fraction: central crop fraction at evaluation (1.0: whole shorter side).
+        eval_crop_fraction: central crop fraction at evaluation (1.0: the whole image; see ops.center_crop_resize).
 
     The dataset's cardinality is known, so ``len(dataset)`` is the number of batches.
     """

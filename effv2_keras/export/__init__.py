@@ -18,7 +18,7 @@ Example:
 from effv2_keras.export.common import ExportError, load_source, training_ops
 from effv2_keras.export.images import decode_and_center_crop, load_image_files, load_split, sample_folder
 from effv2_keras.export.keras_format import export_keras
-from effv2_keras.export.onnx import export_onnx, onnx_available
+from effv2_keras.export.onnx import export_onnx, is_serving_saved_model, onnx_available
 from effv2_keras.export.predictor import Predictor, load_predictor
 from effv2_keras.export.saved_model import export_saved_model
 from effv2_keras.export.tflite import export_tflite
@@ -40,6 +40,6 @@ def export(model, format: str, out_dir, **options):
 __all__ = [
     "FORMATS", "ExportError", "HubLayer", "Predictor", "VerifyResult", "align_labels", "decode_and_center_crop",
     "export", "export_keras", "export_onnx", "export_saved_model", "export_tfhub", "export_tflite",
-    "format_table", "load_image_files", "load_module", "load_predictor", "load_source", "load_split",
-    "onnx_available", "sample_folder", "training_ops", "verify",
+    "format_table", "is_serving_saved_model", "load_image_files", "load_module", "load_predictor",
+    "load_source", "load_split", "onnx_available", "sample_folder", "training_ops", "verify",
 ]

@@ -2,9 +2,9 @@
 (the same TF ops run eagerly here and inside the ``serving_bytes`` signature),
 and batches of real images from a dataset.
 
-Datasets are read with ``effv2_keras.data.load`` / ``make_pipeline`` when that
-module is installed; otherwise a folder of class sub-folders (optionally split
-into ``train``/``val``/``test``) is read directly, class-balanced.
+Datasets are read with ``effv2_keras.data.load`` / ``make_pipeline``; a plain
+folder of class sub-folders (optionally split into ``train``/``val``/``test``) is
+read directly, class-balanced.
 """
 
 from __future__ import annotations
@@ -18,41 +18,24 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from effv2_keras.data import ops as data_ops
 from effv2_keras.export.common import ExportError
 
-# Center crop of the shorter side before resizing, as effv2_keras.data evaluates (224 of 256).
-DEFAULT_CROP_FRACTION = 0.875
+# Central box of each side before resizing, as effv2_keras.data evaluates (224 of 256).
+DEFAULT_CROP_FRACTION = data_ops.EVAL_CROP_FRACTION
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_FALLBACKS = {"test": ("test", "val", "validation"), "val": ("val", "validation", "test"),
                    "train": ("train",)}
 
 
 def center_crop_resize(image, size: Tuple[int, int], crop_fraction: float = DEFAULT_CROP_FRACTION):
-    """The central box of ``crop_fraction`` of the largest box with the target
-    aspect, resized (bilinear, antialiased) to ``size``; float32 0-255 out.
-
-    For a square ``size`` this is exactly ``effv2_keras.data``'s evaluation crop
-    (``center_crop_resize``): side ``int(min(h, w) * crop_fraction)``.
+    """``effv2_keras.data``'s evaluation crop (``data.center_crop_resize``: the central box of
+    ``crop_fraction`` of each side, aspect kept within 4/3 of the target's, resized to
+    ``size``), clipped to 0-255: what the trainer evaluated on is what the artifacts serve.
     """
     if not 0.0 < crop_fraction <= 1.0:
         raise ExportError(f"crop_fraction must be in (0, 1]; got {crop_fraction}.")
-    target_h, target_w = size
-    shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    if target_h == target_w:
-        shorter = tf.cast(tf.minimum(height, width), tf.float32)
-        side = tf.maximum(tf.cast(shorter * crop_fraction, tf.int32), 1)
-        crop_h = crop_w = side
-    else:
-        scale = tf.minimum(tf.cast(height, tf.float32) / target_h, tf.cast(width, tf.float32) / target_w)
-        crop_h = tf.maximum(tf.cast(target_h * scale * crop_fraction, tf.int32), 1)
-        crop_w = tf.maximum(tf.cast(target_w * scale * crop_fraction, tf.int32), 1)
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    image = image[top:top + crop_h, left:left + crop_w]
-    image = tf.image.resize(tf.cast(image, tf.float32), [target_h, target_w], method="bilinear",
-                            antialias=True)
-    image = tf.ensure_shape(image, [target_h, target_w, 3])
-    return tf.clip_by_value(image, 0.0, 255.0)
+    return tf.clip_by_value(data_ops.center_crop_resize(image, size, crop_fraction), 0.0, 255.0)
 
 
 def decode_and_center_crop(image_bytes, size: Tuple[int, int], crop_fraction: float = DEFAULT_CROP_FRACTION):
@@ -173,10 +156,8 @@ def load_split(data, size, split: str = "test", count: Optional[int] = None, see
     The split falls back test -> val when absent; images are center-cropped as
     the data package evaluates.
     """
-    try:
-        from effv2_keras.data import load, make_pipeline  # written by the data package
-    except ImportError:
-        return sample_folder(data, size, count, split, seed, crop_fraction)
+    from effv2_keras.data import load, make_pipeline
+
     spec = str(data)
     if Path(spec).is_dir():  # a plain folder path is the data package's folder:PATH spec
         spec = f"folder:{spec}"

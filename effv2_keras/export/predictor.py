@@ -196,13 +196,16 @@ class OnnxPredictor(Predictor):
         metadata = common.read_metadata(path)
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        # Converted from a serving SavedModel the graph has several named outputs; ours has one.
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = "probabilities" if "probabilities" in outputs else outputs[0]
         shape = self.session.get_inputs()[0].shape
         static = (shape[1], shape[2]) if all(isinstance(s, int) for s in shape[1:3]) else None
         names = class_names or metadata.get("class_names") or common.read_class_names(Path(path).parent)
         super().__init__(path, image_size or static or metadata.get("image_size"), names)
 
     def _predict(self, batch):
-        return self.session.run(None, {self.input_name: batch.astype(np.float32)})[0]
+        return self.session.run([self.output_name], {self.input_name: batch.astype(np.float32)})[0]
 
 
 def load_predictor(model, image_size=None, class_names=None) -> Predictor:

@@ -6,7 +6,7 @@ free when the model accepts any size) -> ``probabilities``, ``logits``,
 known, ``top_k_class_names`` (string).
 
 ``serving_bytes``: ``image_bytes`` string [batch] of encoded JPEG/PNG/GIF/BMP
-images -> the same outputs; decode, center crop (0.875 of the shorter side, as
+images -> the same outputs; decode, center crop (the central 0.875 of each side, as
 effv2_keras.data evaluates) and resize run in the graph, so a REST client can
 post base64 images.
 
@@ -81,8 +81,9 @@ def export_saved_model(model, out_dir, *, class_names: Optional[Sequence[str]] =
             fixed input size (or the variant's eval size for a size-free model).
         top_k: how many classes ``top_k_*`` report (capped at the class count).
         crop_fraction: ``serving_bytes`` crops the central ``crop_fraction`` of
-            the shorter side before resizing; 0.875 (224 of 256) is how
-            effv2_keras.data evaluates, 1.0 keeps the whole shorter side.
+            each side before resizing (aspect kept within 4/3 of the target's);
+            0.875 (224 of 256) is how effv2_keras.data evaluates, 1.0 keeps the
+            whole image.
         use_ema: export the EMA weights when the run has them.
 
     Returns:

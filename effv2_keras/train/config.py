@@ -42,6 +42,23 @@ SQRT_LR_SCALING = ("adamw",)
 DEFAULT_WEIGHT_DECAY = {"rmsprop": 1e-5, "sgd": 1e-5, "adamw": 0.05}
 MAX_WARMUP_EPOCHS = 5.0  # the paper's; short runs warm up for 10% of their epochs
 MIN_IMAGE_SIZE = 32  # the network has stride 32
+# The paper's recipe (Table 6's RandAugment/Mixup, the 0.08 Inception crop) regularizes
+# 350-epoch ImageNet runs. A run of a few epochs underfits, and the same recipe stops it
+# from learning (docs/PROGRESSIVE.md: 14% against 88% on signdigits100 in 10 epochs), so by
+# default a run gets the fraction min(1, epochs / 100) of it: none below a few epochs, all of
+# it from 100 epochs on. --regularization_scale 1 is the paper's recipe at any length.
+FULL_REGULARIZATION_EPOCHS = 100
+PAPER_CROP_SCALE_MIN = 0.08
+# The official schedule: 0.97 every 2.4 epochs over 350 epochs. By default it is compressed
+# to the run's length (same shape, same final lr: 0.97 ** (350 / 2.4) = 1.2% of the peak).
+PAPER_EPOCHS = 350.0
+PAPER_LR_DECAY_EPOCHS = 2.4
+# Progressive resizing needs stages long enough for the network to settle at each size: the
+# paper's are ~87 epochs. With 2-5 epochs per stage (64 -> 96 px) every size change cost
+# more than the small stages saved (docs/PROGRESSIVE.md: 10-30 points below one fixed-size
+# stage in the same time). By default: one stage per 25 epochs, at most the paper's 4.
+EPOCHS_PER_AUTO_STAGE = 25
+MAX_AUTO_STAGES = 4
 
 # Changing any of these makes a checkpoint belong to a different run.
 RESUME_KEYS = ("model", "width", "depth", "data", "val_fraction", "epochs", "stages",
@@ -70,11 +87,14 @@ class TrainConfig:
     cache_dir: Optional[str] = _field(None, "Directory for the decoded-image cache (None: memory).")
     val_fraction: float = _field(0.1, "Validation slice carved from train when there is no val split.")
     flip: bool = _field(True, "Random horizontal flips in training (use --noflip for digits/text).")
-    crop_scale_min: float = _field(
-        0.08, "Smallest area fraction of the random-resized crop (0.08: Inception/official).")
+    crop_scale_min: Optional[float] = _field(
+        None, "Smallest area fraction of the random-resized crop (None: 1 - 0.92 x "
+        "--regularization_scale, i.e. the official 0.08 at full scale).")
     # Progressive learning (Algorithm 1). None: the variant's defaults.
     epochs: int = _field(30, "Total epochs over all stages.")
-    stages: int = _field(4, "Number of progressive-learning stages (the paper's M).")
+    stages: Optional[int] = _field(
+        None, "Number of progressive-learning stages, the paper's M (None: one per "
+        f"{EPOCHS_PER_AUTO_STAGE} epochs, 1 to {MAX_AUTO_STAGES}).")
     min_size: Optional[int] = _field(None, "Image size of the first stage (None: variant default).")
     max_size: Optional[int] = _field(None, "Image size of the last stage (None: variant default).")
     eval_size: Optional[int] = _field(None, "Validation/test image size (None: --max_size).")
@@ -86,6 +106,12 @@ class TrainConfig:
     cutmix_max: Optional[float] = _field(None, "CutMix alpha of the last stage.")
     dropout_min: Optional[float] = _field(None, "Head dropout rate of the first stage.")
     dropout_max: Optional[float] = _field(None, "Head dropout rate of the last stage.")
+    regularization_scale: Optional[float] = _field(
+        None, "0..1: how much of the paper's ImageNet regularization to use: RandAugment is "
+        "applied to this fraction of the images, Mixup/CutMix alphas are multiplied by it and the "
+        "crop's smallest area is 1 - 0.92 x it (None: min(1, epochs / 100); 1: the paper).")
+    randaug_probability: Optional[float] = _field(
+        None, "Fraction of training images RandAugment is applied to (None: --regularization_scale).")
     label_smoothing: float = _field(0.1, "Label smoothing.")
     # Optimization.
     batch_size: int = _field(64, "GLOBAL batch size (split over replicas and workers).")
@@ -98,7 +124,9 @@ class TrainConfig:
         None, "Linear warm-up epochs (None: min(5, epochs / 10)).")
     lr_decay: str = _field("exponential", "Decay after warm-up.", LR_DECAYS)
     lr_decay_rate: float = _field(0.97, "Exponential decay factor per --lr_decay_epochs.")
-    lr_decay_epochs: float = _field(2.4, "Epochs per exponential decay step (staircase).")
+    lr_decay_epochs: Optional[float] = _field(
+        None, "Epochs per exponential decay step (None: 2.4 x epochs / 350: the official "
+        "350-epoch schedule, 0.97 per 2.4 epochs, compressed to the run, ending at 1.2% of the peak).")
     weight_decay: Optional[float] = _field(
         None, "Weight decay on conv/dense kernels only, never BN or biases "
         "(None: 1e-5 as L2 for rmsprop/sgd, 0.05 decoupled for adamw).")
@@ -168,10 +196,11 @@ class TrainConfig:
         for name in ("model", "data", "out"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 _fail(name, "must be a non-empty string", getattr(self, name))
-        _positive_int(self, "epochs", "stages", "batch_size")
+        _positive_int(self, "epochs", "batch_size")
+        _positive_int(self, "stages", optional=True)
         _positive_int(self, "steps_per_epoch", "checkpoint_every", optional=True)
         _positive_int(self, "keep_checkpoints")
-        if self.stages > self.epochs:
+        if self.stages is not None and self.stages > self.epochs:
             _fail("stages", f"must be <= --epochs ({self.epochs}): every stage needs an epoch",
                   self.stages)
         for name in ("min_size", "max_size", "eval_size"):
@@ -184,10 +213,14 @@ class TrainConfig:
             _fail("min_size", f"must be <= --max_size ({self.max_size})", self.min_size)
         _positive(self, "width", "depth", optional=True)
         _positive(self, "lr", optional=True)
-        _positive(self, "lr_decay_epochs")
+        _positive(self, "lr_decay_epochs", optional=True)
         _in_range(self, "drop_path", 0.0, 1.0, upper_open=True)
         _in_range(self, "val_fraction", 0.0, 1.0, upper_open=True)
-        _in_range(self, "crop_scale_min", 0.0, 1.0, lower_open=True)
+        if self.crop_scale_min is not None:
+            _in_range(self, "crop_scale_min", 0.0, 1.0, lower_open=True)
+        for name in ("regularization_scale", "randaug_probability"):
+            if getattr(self, name) is not None:
+                _in_range(self, name, 0.0, 1.0)
         _in_range(self, "label_smoothing", 0.0, 1.0, upper_open=True)
         _in_range(self, "momentum", 0.0, 1.0, upper_open=True)
         _in_range(self, "lr_decay_rate", 0.0, 1.0, lower_open=True)
@@ -216,16 +249,41 @@ class TrainConfig:
         return self
 
     def resolve(self) -> "TrainConfig":
-        """Fills the optimizer-dependent "auto" values (lr, weight_decay, warmup_epochs)."""
+        """Fills the "auto" values that depend on the optimizer and the run's length.
+
+        >>> c = TrainConfig(epochs=10).resolve()
+        >>> c.stages, c.regularization_scale, c.randaug_probability, round(c.crop_scale_min, 3)
+        (1, 0.1, 0.1, 0.908)
+        >>> c.lr_decay_epochs, TrainConfig(epochs=350).resolve().stages
+        (0.0686, 4)
+        """
         self.validate()
         warmup = self.warmup_epochs
         if warmup is None:
             warmup = min(MAX_WARMUP_EPOCHS, self.epochs / 10.0)
+        scale = self.regularization_scale
+        if scale is None:
+            scale = min(1.0, self.epochs / FULL_REGULARIZATION_EPOCHS)
+        crop = self.crop_scale_min
+        if crop is None:
+            crop = 1.0 - (1.0 - PAPER_CROP_SCALE_MIN) * scale
+        decay_epochs = self.lr_decay_epochs
+        if decay_epochs is None:
+            decay_epochs = round(PAPER_LR_DECAY_EPOCHS * self.epochs / PAPER_EPOCHS, 4)
+        stages = self.stages
+        if stages is None:
+            stages = min(MAX_AUTO_STAGES, max(1, self.epochs // EPOCHS_PER_AUTO_STAGE))
         return self.replace(
+            stages=stages,
             lr=DEFAULT_LR[self.optimizer] if self.lr is None else self.lr,
             weight_decay=(DEFAULT_WEIGHT_DECAY[self.optimizer] if self.weight_decay is None
                           else self.weight_decay),
             warmup_epochs=float(warmup),
+            regularization_scale=float(scale),
+            randaug_probability=float(scale if self.randaug_probability is None
+                                      else self.randaug_probability),
+            crop_scale_min=float(crop),
+            lr_decay_epochs=float(decay_epochs),
         )
 
     def scaled_lr(self) -> float:

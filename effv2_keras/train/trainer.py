@@ -155,11 +155,12 @@ class Trainer:
         if num_train < config.batch_size:
             raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training split "
                               f"({num_train} examples).")
-        self.schedule = _make_schedule(config)
+        resolved = config.resolve()
+        self.schedule = _make_schedule(resolved)
         self.steps_per_epoch = config.steps_per_epoch or num_train // config.batch_size
         self.total_steps = self.steps_per_epoch * self.schedule.total_epochs
         first, last = self.schedule.stages[0], self.schedule.stages[-1]
-        self.config = config.resolve().replace(
+        self.config = resolved.replace(
             min_size=first.image_size, max_size=last.image_size,
             eval_size=config.eval_size or last.image_size,
             randaug_min=first.randaug_magnitude, randaug_max=last.randaug_magnitude,
@@ -400,6 +401,7 @@ class Trainer:
         model, optimizer, ema = self.model, self.optimizer, self.ema
         global_batch = float(self.config.batch_size)
         replicas = self.replicas
+        loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
         def replica_step(images, labels, step):
             self.trace_log.append({
@@ -415,6 +417,8 @@ class Trainer:
                     loss += penalty / replicas
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
+            if loss_scaled and replicas > 1:
+                grads = _skip_together(grads)
             optimizer.apply(grads, model.trainable_variables)
             if replicas > 1 and self.bn_statistics:
                 context = tf.distribute.get_replica_context()
@@ -470,8 +474,9 @@ class Trainer:
 
         def dataset_fn(context):
             seed = _derive_seed(config.seed, "train", stage.index, start_step, context.input_pipeline_id)
-            image_aug = (augment.make_image_augmenter(stage.randaug_magnitude, RANDAUGMENT_NUM_OPS, seed=seed)
-                         if stage.randaug_magnitude > 0 else None)
+            image_aug = (augment.make_image_augmenter(stage.randaug_magnitude, RANDAUGMENT_NUM_OPS, seed=seed,
+                                                      probability=config.randaug_probability)
+                         if stage.randaug_magnitude > 0 and config.randaug_probability > 0 else None)
             batch_aug = augment.make_batch_augmenter(
                 self.num_classes, stage.mixup_alpha, stage.cutmix_alpha, config.label_smoothing,
                 seed=seed + 1)
@@ -676,8 +681,11 @@ class Trainer:
             f"{self.replicas} replica(s) on {self.device} ({c.strategy} strategy, {self.num_workers} "
             f"worker(s)); precision {c.mixed_precision}; XLA {'on' if self.jit else 'off'}",
             f"{c.optimizer}, lr {c.lr:g} per 256 -> {c.scaled_lr():g} at batch {c.batch_size}, "
-            f"warm-up {c.warmup_epochs:g} epochs, {c.lr_decay} decay; weight decay {c.weight_decay:g}; "
-            f"EMA {c.ema_decay:g}; label smoothing {c.label_smoothing:g}",
+            f"warm-up {c.warmup_epochs:g} epochs, {c.lr_decay} decay"
+            f"{f' x{c.lr_decay_rate:g} per {c.lr_decay_epochs:g} epochs' if c.lr_decay == 'exponential' else ''}; "
+            f"weight decay {c.weight_decay:g}; EMA {c.ema_decay:g}; label smoothing {c.label_smoothing:g}",
+            f"regularization scale {c.regularization_scale:g}: RandAugment on "
+            f"{c.randaug_probability:.0%} of the images, crop area {c.crop_scale_min:g}-1",
             f"{self.schedule.total_epochs} epochs x {self.steps_per_epoch} steps = {self.total_steps} "
             f"steps; evaluation at {c.eval_size} px; output in {self.out}",
             self.schedule.table(),
@@ -782,13 +790,18 @@ def _pair(config, low: str, high: str):
 
 
 def _make_schedule(config: TrainConfig) -> schedule_lib.ProgressiveSchedule:
+    """The schedule of a RESOLVED config: flags, else the variant's defaults, with the
+    default Mixup/CutMix alphas multiplied by the regularization scale (RandAugment keeps
+    Table 6's magnitudes; the scale sets the fraction of images it is applied to)."""
     spec = get_spec(config.model)
     defaults = spec.progressive
+    scale = config.regularization_scale
+    mixup = tuple(a * scale for a in defaults.mixup_alpha)
     pairs = {}
     for name, low, high, default in (
             ("image_size", "min_size", "max_size", defaults.image_size),
             ("randaug_magnitude", "randaug_min", "randaug_max", defaults.randaug_magnitude),
-            ("mixup_alpha", "mixup_min", "mixup_max", defaults.mixup_alpha),
+            ("mixup_alpha", "mixup_min", "mixup_max", mixup),
             ("cutmix_alpha", "cutmix_min", "cutmix_max", (0.0, 0.0)),
             ("dropout", "dropout_min", "dropout_max", defaults.dropout)):
         lo, hi = getattr(config, low), getattr(config, high)
@@ -803,6 +816,23 @@ def _make_schedule(config: TrainConfig) -> schedule_lib.ProgressiveSchedule:
         return schedule_lib.make_schedule(config.model, config.epochs, config.stages, **pairs)
     except ValueError as e:
         raise ConfigError(f"schedule: {e}") from e
+
+
+def _skip_together(grads):
+    """Per-replica gradients, made non-finite on every replica when any replica's are.
+
+    Keras' LossScaleOptimizer decides "finite, apply" or "overflow, skip and lower the
+    scale" from the FIRST replica's gradients only (it expects them all-reduced already),
+    while the inner optimizer then sums every replica's. When only another replica
+    overflowed (fp16 under MirroredStrategy: measured on digits, step 2) the inf was summed
+    into the weights. Adding 0 (all finite) or NaN (any overflow) to every gradient makes
+    all replicas, and so the first, agree.
+    """
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+    overflows = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+    poison = tf.where(overflows > 0.0, float("nan"), 0.0)
+    return [None if g is None else g + tf.cast(poison, g.dtype) for g in grads]
 
 
 def _shard(source: data.ImageSource, context) -> data.ImageSource:

@@ -53,21 +53,30 @@ def test_random_resized_crop_respects_scale_and_ratio():
     np.testing.assert_array_equal(again, eager[3])
 
 
-def test_center_crop_resize_takes_the_central_square():
+def test_center_crop_resize_takes_the_central_box_of_each_side():
+    # 100x200 (aspect 2) at crop 0.5: the central 50x100 box is wider than 4/3, so its width is
+    # cut to 66 (50 * 4/3): rows 25..74, columns 67..132, squeezed to 50x50.
     image = coordinate_image(100, 200)
-    out = data.center_crop_resize(image, 50, crop_fraction=0.5).numpy()  # side 50 at (25, 75), no resampling
-    np.testing.assert_array_equal(out[..., 0], np.repeat(np.arange(25, 75)[:, None], 50, axis=1))
-    np.testing.assert_array_equal(out[..., 1], np.repeat(np.arange(75, 125)[None, :], 50, axis=0))
-    full = data.center_crop_resize(image, 100, crop_fraction=1.0).numpy()  # whole shorter side
-    assert full[..., 1].min() == 50 and full[..., 1].max() == 149
-    # Default 0.875 on a different size, eagerly and in tf.data with an unknown shape.
-    small = coordinate_image(64, 48)
-    eager = data.center_crop_resize(small, 32).numpy()
-    mapped = _in_tf_data(lambda x: data.center_crop_resize(x, 32), [small, image])
+    out = data.center_crop_resize(image, 50, crop_fraction=0.5).numpy()
+    np.testing.assert_allclose(out[..., 0], np.repeat(np.arange(25, 75)[:, None], 50, axis=1), atol=1e-4)
+    assert 66.5 < out[..., 1].min() < 68.5 and 131 < out[..., 1].max() < 133
+    # A portrait within 4/3 of square (213x160, as clothing160) is kept whole at crop 1.0.
+    portrait = coordinate_image(213, 160)
+    whole = data.center_crop_resize(portrait, 40, crop_fraction=1.0).numpy()
+    # (each output pixel averages ~5 rows / 4 columns: the edges are about 2.5 from the border)
+    assert whole[..., 0].min() < 3.5 and whole[..., 0].max() > 209
+    assert whole[..., 1].min() < 3.5 and whole[..., 1].max() > 156
+    # A square photo gets the usual central square, eagerly and in tf.data (unknown shape).
+    square = coordinate_image(64, 64)
+    eager = data.center_crop_resize(square, 32).numpy()
+    mapped = _in_tf_data(lambda x: data.center_crop_resize(x, 32), [square, image])
     np.testing.assert_allclose(mapped[0], eager, atol=1e-4)
     assert mapped[1].shape == (32, 32, 3)
-    # int(48 * 0.875) = 42 of the 64 rows, centred: rows 11..52.
-    assert 11 <= eager[..., 0].min() < 12.5 and 51.5 < eager[..., 0].max() <= 52
+    # int(64 * 0.875) = 56 of the 64 rows and columns, centred: 4..59.
+    for axis in (0, 1):
+        assert 4 <= eager[..., axis].min() < 5.5 and 58 < eager[..., axis].max() <= 59
+    # A non-square target keeps its own aspect as the reference.
+    assert data.center_crop_resize(image, (24, 48), crop_fraction=1.0).shape == (24, 48, 3)
 
 
 def test_random_flip_mirrors_about_half_the_time():

@@ -33,6 +33,7 @@ Not a test (pytest does not collect it); it only uses the public API.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -127,6 +128,13 @@ def main(argv=None):
     representative = None
     out = Path(args.out)
     rows = []
+    static_size = common.static_image_size(model)
+    if args.model and args.formats == "onnx":
+        # ONNX alone from a file (how L/XL are measured): hand the exporter the path and let
+        # this process's copy go, so it does not sit beside the tf2onnx child's (24 GB here).
+        del model, src
+        gc.collect()
+        model = args.model
     for name in args.formats.split(","):
         fmt, options = FORMATS[name]
         options = dict(options, class_names=names)
@@ -135,7 +143,7 @@ def main(argv=None):
                 representative = images.load_split(args.data, size, "train",
                                                    args.representative_count or None).images
             options["representative_images"] = representative
-        if fmt in ("tflite", "onnx", "saved_model") and common.static_image_size(model) is None:
+        if fmt in ("tflite", "onnx", "saved_model") and static_size is None:
             options["image_size"] = size
         if fmt == "onnx" and not export.onnx_available():
             print("onnx: skipped (pip install tf2onnx onnxruntime)", flush=True)

@@ -127,3 +127,26 @@ def test_evaluate_cli(tiny_run, artifacts, digits_dir, tmp_path, capsys):
     # the same photos through the SavedModel give the same numbers
     assert keras_metrics["top1"] == results["saved_model"]["top1"]
     assert keras_metrics["confusion_matrix"] == results["saved_model"]["confusion_matrix"]
+
+
+def test_onnx_from_a_saved_model_with_verify(tiny_run, artifacts, digits_dir, tmp_path, capsys):
+    """The XL route: tf2onnx converts our SavedModel with no Keras model in the process;
+    --verify compares the ONNX file with that SavedModel on real photos."""
+    pytest.importorskip("tf2onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from effv2_keras.cli import export as cli
+
+    saved_model = artifacts["saved_model"][1]
+    out_dir = tmp_path / "onnx_from_sm"
+    rc, out, err = run_cli(cli, ["--model", saved_model, "--format", "onnx", "--out", out_dir,
+                                 "--verify", digits_dir, "--verify_count", 64], capsys)
+    assert rc == 0, err
+    assert "exported onnx (fp32, from the SavedModel" in out
+    session = onnxruntime.InferenceSession(str(out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == [
+        "logits", "probabilities", "top_k_class_names", "top_k_classes", "top_k_scores"]
+    row = [line for line in out.splitlines() if line.startswith(f"| {out_dir}")]
+    assert len(row) == 1 and row[0].endswith("| yes |"), out
+    cells = [c.strip() for c in row[0].split("|")]
+    assert cells[4] == "64" and float(cells[5]) <= 1e-4 and cells[7] == "100.0%"
+    assert (out_dir / "labels.txt").read_text().split() == list(tiny_run.class_names)

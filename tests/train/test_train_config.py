@@ -53,6 +53,10 @@ def test_unknown_keys_are_rejected():
     (dict(keep_checkpoints=0), "--keep_checkpoints"),
     (dict(width=0.0), "--width"),
     (dict(crop_scale_min=0.0), "--crop_scale_min"),
+    (dict(regularization_scale=1.5), "--regularization_scale"),
+    (dict(stages=0), "--stages"),
+    (dict(randaug_probability=-0.1), "--randaug_probability"),
+    (dict(lr_decay_epochs=0.0), "--lr_decay_epochs"),
     (dict(select="worst"), "--select"),
     (dict(tpu="grpc://1.2.3.4:8470"), "--tpu"),
     (dict(epochs=2.5), "--epochs"),
@@ -87,3 +91,39 @@ def test_adamw_scales_lr_by_the_square_root_of_the_batch():
     assert TrainConfig(optimizer="adamw", batch_size=32).scaled_lr() == pytest.approx(0.003 / 8**0.5)
     assert TrainConfig(optimizer="adamw", lr=0.004, batch_size=1024).scaled_lr() == pytest.approx(0.008)
     assert TrainConfig(optimizer="sgd", lr=0.1, batch_size=32).scaled_lr() == pytest.approx(0.1 / 8)
+
+
+@pytest.mark.parametrize("epochs, scale", [(1, 0.01), (10, 0.1), (50, 0.5), (100, 1.0), (350, 1.0)])
+def test_regularization_grows_with_the_length_of_the_run(epochs, scale):
+    c = TrainConfig(epochs=epochs, stages=1).resolve()
+    assert c.regularization_scale == pytest.approx(scale)
+    assert c.randaug_probability == pytest.approx(scale)
+    assert c.crop_scale_min == pytest.approx(1.0 - 0.92 * scale)  # 0.08 (Inception) at full scale
+
+
+def test_explicit_regularization_flags_win_over_the_scale():
+    c = TrainConfig(epochs=10, regularization_scale=1.0).resolve()
+    assert (c.regularization_scale, c.randaug_probability, c.crop_scale_min) == (1.0, 1.0, pytest.approx(0.08))
+    c = TrainConfig(epochs=10, randaug_probability=0.5, crop_scale_min=0.25).resolve()
+    assert (c.regularization_scale, c.randaug_probability, c.crop_scale_min) == (0.1, 0.5, 0.25)
+
+
+@pytest.mark.parametrize("epochs, stages", [(10, 1), (30, 1), (50, 2), (99, 3), (100, 4), (350, 4)])
+def test_default_number_of_stages_gives_each_stage_25_epochs(epochs, stages):
+    assert TrainConfig(epochs=epochs).resolve().stages == stages
+    assert TrainConfig(epochs=epochs, stages=1).resolve().stages == 1  # a flag wins
+
+
+def test_default_mixup_is_scaled_but_a_given_one_is_not():
+    from effv2_keras.train.trainer import _make_schedule
+
+    # EfficientNetV2-M's Table 6 Mixup is 0 -> 0.2; a 10-epoch run gets a tenth of it.
+    short = _make_schedule(TrainConfig(model="efficientnetv2-m", epochs=10, stages=2).resolve())
+    assert [s.mixup_alpha for s in short.stages] == [0.0, pytest.approx(0.02)]
+    assert [s.randaug_magnitude for s in short.stages] == [5.0, 20.0]  # magnitudes stay Table 6's
+    full = _make_schedule(TrainConfig(model="efficientnetv2-m", epochs=10, stages=2,
+                                      regularization_scale=1.0).resolve())
+    assert [s.mixup_alpha for s in full.stages] == [0.0, pytest.approx(0.2)]
+    given = _make_schedule(TrainConfig(model="efficientnetv2-m", epochs=10, stages=2,
+                                       mixup_min=0.1, mixup_max=0.3).resolve())
+    assert [s.mixup_alpha for s in given.stages] == [pytest.approx(0.1), pytest.approx(0.3)]

@@ -100,3 +100,14 @@ def test_multiworker_mirrored_two_local_workers(jobs):
     assert r0["val"] == r1["val"] and r0["val"]["examples"] == r0["num_val"]
     # only the chief writes the run directory
     assert r0["model_path"] and r1["model_path"] is None
+
+
+def test_loss_scaling_skips_on_every_replica_when_one_overflows():
+    # Keras' LossScaleOptimizer decides from the first replica only; the trainer makes all
+    # replicas agree (trainer._skip_together). Without it, the mirrored fp16 run above
+    # summed another replica's inf into the weights.
+    out = subprocess.run([sys.executable, str(SCRIPTS / "skip_together.py")], cwd=REPO,
+                         env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"one_overflow": [False, False], "none": [True, True]}

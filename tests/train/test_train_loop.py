@@ -75,9 +75,9 @@ def run(tmp_path_factory):
     calls = {"image": [], "batch": []}
     real_image, real_batch = augment.make_image_augmenter, augment.make_batch_augmenter
 
-    def spy_image(magnitude, num_ops=2, seed=None):
-        calls["image"].append((magnitude, num_ops))
-        return real_image(magnitude, num_ops, seed=seed)
+    def spy_image(magnitude, num_ops=2, seed=None, probability=1.0):
+        calls["image"].append((magnitude, num_ops, probability))
+        return real_image(magnitude, num_ops, seed=seed, probability=probability)
 
     def spy_batch(num_classes, mixup_alpha, cutmix_alpha, label_smoothing, seed=None):
         calls["batch"].append((mixup_alpha, cutmix_alpha, label_smoothing))
@@ -112,7 +112,8 @@ def test_each_stage_has_its_dropout_randaugment_and_mixup(run):
     assert [t["dropout"] for t in trainer.trace_log] == [pytest.approx(0.1), pytest.approx(0.3)]
     assert [b["dropout"] for b in rec.batches] == [pytest.approx(0.1)] * 4 + [pytest.approx(0.3)] * 4
     # the pipelines were built with the stage's RandAugment magnitude and Mixup alpha
-    assert calls["image"] == [(2.0, 2), (6.0, 2)]
+    # 4 epochs: regularization scale 0.04, so RandAugment touches 4% of the images
+    assert calls["image"] == [(2.0, 2, pytest.approx(0.04)), (6.0, 2, pytest.approx(0.04))]
     assert calls["batch"] == [(0.0, 0.0, 0.0), (0.4, 0.0, 0.0)]
     # ...and the labels show it: exactly one-hot without Mixup, mixed with it
     first = np.concatenate([b["labels"] for b in rec.batches[:4]])

@@ -51,7 +51,8 @@ def replica_spread(variables):
     return worst
 
 
-extra = {"randaug_min": 5.0, "randaug_max": 5.0}  # RandAugment on: it must work on every worker
+extra = {"randaug_min": 5.0, "randaug_max": 5.0,  # RandAugment on every image: it must work on every worker
+         "randaug_probability": 1.0}
 if mode == "mirrored":  # loss scaling under a distribution strategy, while we are at it
     extra["mixed_precision"] = "mixed_float16"
 config = TrainConfig(model="efficientnetv2-b0", width=0.25, depth=0.25, data="digits", batch_size=16,
