@@ -157,12 +157,7 @@ def _export(cfg) -> int:
     size = common.resolve_image_size(model, cfg.image_size, source.image_size)
     batch = images.load_split(cfg.verify, size, cfg.verify_split, cfg.verify_count or None)
     labels = verification.align_labels(batch.labels, batch.class_names, source.class_names)
-    result = verification.verify(model, path, batch.images, labels)
-    print(verification.format_table([result]))
-    if not result.passed:
-        print(f"effv2 export: verification failed: {'; '.join(result.failures())}", file=sys.stderr)
-        return 1
-    return 0
+    return _report(verification.verify(model, path, batch.images, labels))
 
 
 def _onnx_from_saved_model(cfg) -> int:
@@ -183,7 +178,13 @@ def _onnx_from_saved_model(cfg) -> int:
     labels = verification.align_labels(batch.labels, batch.class_names, saved.class_names)
     reference = saved.predict(batch.images)
     del saved
-    result = verification.verify(None, path, batch.images, labels, reference=reference)
+    return _report(verification.verify(None, path, batch.images, labels, reference=reference))
+
+
+def _report(result) -> int:
+    """Prints the verification table; exit status 1 when the artifact failed a tolerance."""
+    from effv2_keras.export import verification
+
     print(verification.format_table([result]))
     if not result.passed:
         print(f"effv2 export: verification failed: {'; '.join(result.failures())}", file=sys.stderr)

@@ -22,10 +22,11 @@ INCEPTION_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # aspect ratio range of the rando
 EVAL_CROP_FRACTION = 0.875  # central box side / image side at evaluation (224 / 256)
 
 
-def resize(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Any ``[h, w, 3]`` image to float32 ``[size, size, 3]`` (aspect not kept)."""
-    image = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear", antialias=True)
-    return tf.ensure_shape(image, [size, size, 3])
+def resize(image: tf.Tensor, size) -> tf.Tensor:
+    """Any ``[h, w, 3]`` image to float32 ``[size, size, 3]`` (or ``size`` = (h, w)); aspect not kept."""
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    image = tf.image.resize(tf.cast(image, tf.float32), [height, width], method="bilinear", antialias=True)
+    return tf.ensure_shape(image, [height, width, 3])
 
 
 def random_resized_crop(image: tf.Tensor, size: int, seed: tf.Tensor,
@@ -71,9 +72,7 @@ def center_crop_resize(image: tf.Tensor, size, crop_fraction: float = EVAL_CROP_
     crop_h = tf.maximum(tf.cast(box_h, tf.int32), 1)
     crop_w = tf.maximum(tf.cast(box_w, tf.int32), 1)
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    image = tf.image.resize(tf.cast(image[top:top + crop_h, left:left + crop_w], tf.float32),
-                            [target_h, target_w], method="bilinear", antialias=True)
-    return tf.ensure_shape(image, [target_h, target_w, 3])
+    return resize(image[top:top + crop_h, left:left + crop_w], (target_h, target_w))
 
 
 def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

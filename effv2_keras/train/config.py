@@ -55,7 +55,7 @@ PAPER_EPOCHS = 350.0
 PAPER_LR_DECAY_EPOCHS = 2.4
 # Progressive resizing needs stages long enough for the network to settle at each size: the
 # paper's are ~87 epochs. With 2-5 epochs per stage (64 -> 96 px) every size change cost
-# more than the small stages saved (docs/PROGRESSIVE.md: 10-30 points below one fixed-size
+# more than the small stages saved (docs/PROGRESSIVE.md: 6-30 points below one fixed-size
 # stage in the same time). By default: one stage per 25 epochs, at most the paper's 4.
 EPOCHS_PER_AUTO_STAGE = 25
 MAX_AUTO_STAGES = 4

@@ -782,13 +782,6 @@ def _load_data(config: TrainConfig) -> data.DatasetSplits:
         raise ConfigError(f"--data: {e}") from e
 
 
-def _pair(config, low: str, high: str):
-    lo, hi = getattr(config, low), getattr(config, high)
-    if lo is None and hi is None:
-        return None
-    return lo, hi
-
-
 def _make_schedule(config: TrainConfig) -> schedule_lib.ProgressiveSchedule:
     """The schedule of a RESOLVED config: flags, else the variant's defaults, with the
     default Mixup/CutMix alphas multiplied by the regularization scale (RandAugment keeps
