@@ -1,17 +1,31 @@
-"""Inference and training-step speed of our models against keras.applications, as a ratio.
+"""Speed as ratios measured in one process, in alternation (A B C A B C ...).
 
-Both models are built in the same process with the same settings and timed in
-alternation (A B A B ...), so load from other processes hits both alike.
-Prints a table and writes JSON.
+Two benchmarks:
+
+* default: inference (and a plain SGD step) of our builders against keras.applications.
+* ``--train_step``: the training step users get, per image size and precision:
+  ``effv2 train``'s own code path (the Trainer's data pipeline, traced step, EMA and host
+  reads; no validation), keras.applications + ``model.fit`` on the same tf.data pipeline,
+  and timm (when installed) on the same network in PyTorch, channels-last, fed batches
+  drawn from the same pipeline and held in memory (its input pipeline is not timed).
+  Each round runs ``--steps`` steps of every contender; a round's speed excludes its
+  first step; the table gives the median over rounds and the ratios of the medians.
+
+Load from other processes hits every contender alike, so the ratios are what to quote.
+Prints a Markdown table and writes JSON (``--out``).
 
 Example:
-    python tools/benchmark.py --models efficientnetv2-b0 --size 224 --batch 32 --out docs/benchmark_models.json
+    python tools/benchmark.py --train_step --models efficientnetv2-b0 --sizes 64,128 \\
+        --precisions float32,mixed_bfloat16 --out /tmp/train_step.json
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import sys
+import tempfile
 import time
 
 import keras
@@ -19,20 +33,43 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-import effv2_keras
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import effv2_keras  # noqa: E402
+from effv2_keras import data  # noqa: E402
+from effv2_keras.models.constructors import constructor_name  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["efficientnetv2-b0"], "Variants to time (those keras.applications also has).")
-flags.DEFINE_integer("size", 224, "Square image size.")
+flags.DEFINE_integer("size", 224, "Square image size (model benchmark).")
 flags.DEFINE_integer("batch", 32, "Batch size.")
-flags.DEFINE_integer("rounds", 5, "Timed rounds per model (after one warm-up).")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"], "Keras dtype policy.")
-flags.DEFINE_boolean("train_step", True, "Also time one SGD training step per round.")
+flags.DEFINE_integer("rounds", 5, "Timed rounds per contender (after one warm-up round).")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Keras dtype policy (model benchmark).")
+flags.DEFINE_boolean("model_step", True, "Model benchmark: also time one SGD training step per round.")
+flags.DEFINE_boolean("train_step", False, "Benchmark the training step: effv2 train vs keras.applications "
+                     "+ model.fit vs timm.")
+flags.DEFINE_list("sizes", ["128"], "--train_step: image sizes.")
+flags.DEFINE_list("precisions", ["float32"], "--train_step: float32 and/or mixed_bfloat16 (timm: bf16 autocast).")
+flags.DEFINE_integer("steps", 8, "--train_step: steps per contender per round.")
+flags.DEFINE_list("contenders", ["effv2", "keras", "timm"],
+                  "--train_step: any of effv2, effv2_stock (--nofast_step), keras, timm.")
+flags.DEFINE_string("data", None, "--train_step: data spec (default: folder:../shared/data/clothing160 "
+                    "when present, else digits).")
 flags.DEFINE_string("out", None, "Write the results here as JSON.")
+
+DEFAULT_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
+                              "clothing160")
+TIMM_NAMES = {"efficientnetv2-b0": "tf_efficientnetv2_b0", "efficientnetv2-b1": "tf_efficientnetv2_b1",
+              "efficientnetv2-b2": "tf_efficientnetv2_b2", "efficientnetv2-b3": "tf_efficientnetv2_b3",
+              "efficientnetv2-s": "tf_efficientnetv2_s", "efficientnetv2-m": "tf_efficientnetv2_m"}
+
+
+# -- model benchmark --------------------------------------------------------------------------
 
 
 def reference_model(name: str, size: int) -> keras.Model:
-    constructor = getattr(keras.applications, effv2_keras.models.constructors.constructor_name(name))
+    constructor = getattr(keras.applications, constructor_name(name))
     return constructor(weights=None, input_shape=(size, size, 3))
 
 
@@ -54,8 +91,7 @@ def timed_functions(model: keras.Model, images, labels, train_step: bool):
     return functions
 
 
-def main(argv):
-    del argv
+def model_benchmark():
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (FLAGS.batch, FLAGS.size, FLAGS.size, 3)).astype("float32"))
@@ -64,7 +100,8 @@ def main(argv):
     for name in FLAGS.models:
         builders = {"effv2_keras": lambda: effv2_keras.build(name, input_shape=(FLAGS.size, FLAGS.size, 3)),
                     "keras.applications": lambda: reference_model(name, FLAGS.size)}
-        functions = {impl: timed_functions(build(), images, labels, FLAGS.train_step) for impl, build in builders.items()}
+        functions = {impl: timed_functions(build(), images, labels, FLAGS.model_step)
+                     for impl, build in builders.items()}
         for impl in functions:  # warm-up: tracing and first-run allocation
             for fn in functions[impl].values():
                 fn()
@@ -82,14 +119,178 @@ def main(argv):
                              ours_images_per_s=round(ours, 2), keras_images_per_s=round(theirs, 2),
                              ratio=round(ours / theirs, 3)))
         keras.backend.clear_session()
-    print(f"| model | kind | px | batch | precision | ours img/s | keras.applications img/s | ratio |")
+    print("| model | kind | px | batch | precision | ours img/s | keras.applications img/s | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['kind']} | {r['size']} | {r['batch']} | {r['precision']} "
               f"| {r['ours_images_per_s']} | {r['keras_images_per_s']} | {r['ratio']} |")
+    return rows
+
+
+# -- training-step benchmark --------------------------------------------------------------------
+
+
+class TrainerContender:
+    """``effv2 train``'s path: a Trainer, one stage at the size, ``steps`` steps per round."""
+
+    def __init__(self, name, size, precision, splits, data_spec, batch, steps, rounds, fast_step=True):
+        from effv2_keras.train import TrainConfig
+        from effv2_keras.train.trainer import Trainer
+
+        config = TrainConfig(
+            model=name, data=data_spec, batch_size=batch, epochs=rounds + 1, stages=1, min_size=size,
+            max_size=size, steps_per_epoch=steps, randaug_min=0, randaug_max=0, mixup_min=0, mixup_max=0,
+            mixed_precision="none" if precision == "float32" else precision, verbose=0,
+            fast_step=fast_step, out=tempfile.mkdtemp(prefix="effv2-bench-"))
+        self.trainer = Trainer(config, splits=splits)
+        self.stage = self.trainer.schedule.stages[0]
+        self.trainer.begin_stage(self.stage)
+        self.epoch = 0
+
+    def round(self) -> float:
+        self.trainer.train_epoch(self.stage, self.epoch)
+        self.epoch += 1
+        return self.trainer._partial.images_per_sec
+
+
+class KerasFitContender:
+    """keras.applications + ``model.fit`` (RMSprop, as our default) on the same pipeline."""
+
+    def __init__(self, name, size, precision, splits, batch, steps):
+        keras.mixed_precision.set_global_policy(precision)
+        constructor = getattr(keras.applications, constructor_name(name))
+        self.model = constructor(weights=None, input_shape=(size, size, 3), classes=splits.num_classes)
+        self.model.compile(optimizer=keras.optimizers.RMSprop(0.016 * batch / 256, rho=0.9, momentum=0.9,
+                                                              epsilon=1e-3),
+                           loss="categorical_crossentropy", metrics=["accuracy"])
+        keras.mixed_precision.set_global_policy("float32")
+        self.dataset = data.make_pipeline(splits.train, size, batch, splits.num_classes, training=True,
+                                          drop_remainder=True).repeat()
+        self.batch, self.steps = batch, steps
+        self.timer = _StepTimer()
+
+    def round(self) -> float:
+        self.model.fit(self.dataset, epochs=1, steps_per_epoch=self.steps, verbose=0, callbacks=[self.timer])
+        return self.timer.images_per_sec(self.batch)
+
+
+class _StepTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+    def images_per_sec(self, batch: int) -> float:
+        return batch * (len(self.ends) - 1) / (self.ends[-1] - self.ends[0])
+
+
+class TimmContender:
+    """timm's port of the network in PyTorch: channels-last, AdamW, bf16 autocast for mixed."""
+
+    def __init__(self, name, size, precision, splits, batch, steps, timm):
+        import torch
+
+        self.torch = torch
+        torch.manual_seed(0)
+        self.model = timm.create_model(TIMM_NAMES[name], pretrained=False, num_classes=splits.num_classes)
+        self.model = self.model.to(memory_format=torch.channels_last).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.05)
+        self.bf16 = precision != "float32"
+        mean = torch.tensor(self.model.pretrained_cfg["mean"]).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.model.pretrained_cfg["std"]).view(1, 3, 1, 1) * 255
+        pipeline = data.make_pipeline(splits.train, size, batch, splits.num_classes, training=True,
+                                      drop_remainder=True).repeat()
+        self.batches = []
+        for images, labels in pipeline.take(4):
+            x = torch.from_numpy(images.numpy()).permute(0, 3, 1, 2)
+            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+            self.batches.append((x, torch.from_numpy(labels.numpy())))
+        self.batch, self.steps = batch, steps
+
+    def round(self) -> float:
+        torch = self.torch
+        ends = []
+        for i in range(self.steps):
+            x, y = self.batches[i % len(self.batches)]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                loss = torch.nn.functional.cross_entropy(self.model(x), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            float(loss)
+            ends.append(time.perf_counter())
+        return self.batch * (len(ends) - 1) / (ends[-1] - ends[0])
+
+
+def default_data_spec() -> str:
+    return f"folder:{os.path.abspath(DEFAULT_FOLDER)}" if os.path.isdir(DEFAULT_FOLDER) else "digits"
+
+
+def make_contenders(name, size, precision, splits, data_spec):
+    timm = None
+    if "timm" in FLAGS.contenders:
+        from effv2_keras.models.timm_import import import_timm
+
+        timm = import_timm()
+        if timm is None:
+            print("timm is not installed (pip install torch==2.13.0; pip install --no-deps timm==1.0.31): "
+                  "its column is left out.", file=sys.stderr)
+    builders = {
+        "effv2": lambda: TrainerContender(name, size, precision, splits, data_spec, FLAGS.batch, FLAGS.steps,
+                                          FLAGS.rounds),
+        "effv2_stock": lambda: TrainerContender(name, size, precision, splits, data_spec, FLAGS.batch,
+                                                FLAGS.steps, FLAGS.rounds, fast_step=False),
+        "keras": lambda: KerasFitContender(name, size, precision, splits, FLAGS.batch, FLAGS.steps),
+        "timm": lambda: TimmContender(name, size, precision, splits, FLAGS.batch, FLAGS.steps, timm),
+    }
+    return {c: builders[c]() for c in FLAGS.contenders if c in builders and (c != "timm" or timm)}
+
+
+def train_step_benchmark():
+    data_spec = FLAGS.data or default_data_spec()
+    splits = data.load(data_spec, val_fraction=0.0)
+    rows = []
+    for name in FLAGS.models:
+        for size in (int(s) for s in FLAGS.sizes):
+            for precision in FLAGS.precisions:
+                contenders = make_contenders(name, size, precision, splits, data_spec)
+                for contender in contenders.values():
+                    contender.round()  # warm-up: tracing, allocation, pipeline start
+                samples = {c: [] for c in contenders}
+                for _ in range(FLAGS.rounds):
+                    for c, contender in contenders.items():
+                        samples[c].append(contender.round())
+                medians = {c: float(np.median(v)) for c, v in samples.items()}
+                row = dict(model=name, size=size, batch=FLAGS.batch, precision=precision,
+                           images_per_s={c: round(m, 2) for c, m in medians.items()},
+                           samples={c: [round(x, 2) for x in v] for c, v in samples.items()})
+                for other in ("keras", "timm", "effv2_stock"):
+                    if "effv2" in medians and other in medians:
+                        row[f"effv2_over_{other}"] = round(medians["effv2"] / medians[other], 3)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                del contenders
+                keras.backend.clear_session()
+    columns = [c for c in ("effv2", "effv2_stock", "keras", "timm") if any(c in r["images_per_s"] for r in rows)]
+    ratios = [k for k in ("effv2_over_keras", "effv2_over_timm", "effv2_over_effv2_stock") if any(k in r for r in rows)]
+    print(f"\ndata {data_spec}, batch {FLAGS.batch}, {FLAGS.rounds} rounds x {FLAGS.steps} steps, medians (img/s)")
+    print("| model | px | precision | " + " | ".join(columns) + " | " + " | ".join(ratios) + " |")
+    print("|---" * (3 + len(columns) + len(ratios)) + "|")
+    for r in rows:
+        cells = [str(r["images_per_s"].get(c, "")) for c in columns] + [str(r.get(k, "")) for k in ratios]
+        print(f"| {r['model']} | {r['size']} | {r['precision']} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def main(argv):
+    del argv
+    rows = train_step_benchmark() if FLAGS.train_step else model_benchmark()
     if FLAGS.out:
-        meta = dict(machine=platform.machine(), processor=platform.processor(), cpus=len(tf.config.list_physical_devices("CPU")),
-                    tensorflow=tf.__version__, keras=keras.__version__, rounds=FLAGS.rounds)
+        meta = dict(machine=platform.machine(), processor=platform.processor(), cpu_count=os.cpu_count(),
+                    tensorflow=tf.__version__, keras=keras.__version__, rounds=FLAGS.rounds,
+                    steps=FLAGS.steps, argv=sys.argv[1:],
+                    env={k: v for k, v in os.environ.items() if k.startswith(("TF_", "OMP_", "ONEDNN"))})
         with open(FLAGS.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
 

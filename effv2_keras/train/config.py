@@ -134,6 +134,9 @@ class TrainConfig:
     # Hardware.
     mixed_precision: str = _field("none", "Mixed precision policy.", MIXED_PRECISION)
     jit_compile: str = _field("auto", "XLA: auto = on for GPU/TPU, off on CPU.", JIT_COMPILE)
+    fast_step: bool = _field(
+        True, "Train through the fused-kernel twin of the model (fused BN, fusible SiLU, one traced "
+        "step for every stage); the saved model is stock Keras either way (docs/PERFORMANCE.md).")
     strategy: str = _field("default", "tf.distribute strategy.", STRATEGIES)
     tpu: str = _field("", "TPU name or address for --strategy tpu ('' = local/Colab TPU).")
     # Run bookkeeping.
@@ -145,6 +148,9 @@ class TrainConfig:
     checkpoint_every: Optional[int] = _field(
         None, "Checkpoint every N steps, besides stage ends (None: once per epoch).")
     keep_checkpoints: int = _field(3, "Number of step checkpoints kept.")
+    log_every: int = _field(
+        20, "Steps between host reads of the loss (progress bar, TensorBoard, callbacks, the "
+        "non-finite check); epoch ends and checkpoints always read it first.")
     select: str = _field("best", "Weights for model.keras/test: best validation epoch or last.", SELECT)
     verbose: int = _field(1, "0: quiet, 1: progress bar per epoch, 2: one line per epoch.")
 
@@ -199,6 +205,7 @@ class TrainConfig:
         _positive_int(self, "epochs", "batch_size")
         _positive_int(self, "stages", optional=True)
         _positive_int(self, "steps_per_epoch", "checkpoint_every", optional=True)
+        _positive_int(self, "log_every")
         _positive_int(self, "keep_checkpoints")
         if self.stages is not None and self.stages > self.epochs:
             _fail("stages", f"must be <= --epochs ({self.epochs}): every stage needs an epoch",

@@ -58,6 +58,7 @@ from effv2_keras.train import checkpoint as ckpt_lib
 from effv2_keras.train import optim, plots
 from effv2_keras.train.config import RESUME_KEYS, TrainConfig
 from effv2_keras.train.ema import ExponentialMovingAverage
+from effv2_keras.train.fast import make_twin, set_head_dropout
 from effv2_keras.train.strategy import accelerator, make_strategy, worker_info
 
 RANDAUGMENT_NUM_OPS = 2  # ops applied to each image (the official N; not augment.RANDAUGMENT_OPS, the op list)
@@ -181,6 +182,8 @@ class Trainer:
         self._best_values: Optional[list] = None
         self.trace_log: List[dict] = []
         self.trace_counts: Dict[int, int] = {}
+        self._train_fn = None
+        self._stage_index = 0
         self.last_checkpoint: Optional[str] = None
         self._partial = _EpochTotals()
         self._eval_datasets: Dict[tuple, object] = {}
@@ -208,11 +211,13 @@ class Trainer:
         return self.finish()
 
     def begin_stage(self, stage) -> None:
-        """New pipeline at the stage's size/augmentation, the stage's dropout, a new train step."""
-        if self.dropout_layer is not None:
-            self.dropout_layer.rate = float(stage.dropout)
+        """New pipeline at the stage's size/augmentation, the stage's dropout; a new train step
+        only where the dropout rate is baked into the graph (``--nofast_step``)."""
+        self._stage_index = stage.index
+        set_head_dropout(self.train_model, stage.dropout)
         self._train_iterator = iter(self._train_dataset(stage, start_step=self.global_step))
-        self._train_fn = self._make_train_function(stage)
+        if self._train_fn is None or not self.config.fast_step:
+            self._train_fn = self._make_train_function()
         self._log(f"\nStage {stage.index + 1}/{len(self.schedule.stages)}: {stage.image_size} px, "
                   f"{stage.epochs} epochs, RandAugment {stage.randaug_magnitude:g}, "
                   f"Mixup {stage.mixup_alpha:g}, CutMix {stage.cutmix_alpha:g}, "
@@ -221,45 +226,57 @@ class Trainer:
             cb.on_stage_begin(self, stage)
 
     def train_epoch(self, stage, epoch: int) -> None:
-        """The epoch's remaining steps; stops on a non-finite loss; step checkpoints."""
+        """The epoch's remaining steps; stops on a non-finite loss; step checkpoints.
+
+        The loss is read on the host every ``--log_every`` steps (and after the first
+        step, before a checkpoint and at the epoch's end), not after every step: the
+        steps in between queue no work for Python.
+        """
         spe = self.steps_per_epoch
         done = self.global_step - epoch * spe
-        totals = self._partial if done > 0 else _EpochTotals()
-        self._partial = totals
-        bar = self._progress_bar(stage, epoch)
-        bar_start, timed_images = None, 0
+        self._partial = totals = self._partial if done > 0 else _EpochTotals()
+        window = _Window(bar=self._progress_bar(stage, epoch), start=time.perf_counter())
         for local in range(done, spe):
-            started = time.perf_counter()
             images, labels = next(self._train_iterator)
             for cb in self.callbacks:
                 cb.on_train_batch_begin(self, self.global_step, images, labels)
             loss_sum, correct = self._train_fn(images, labels, tf.constant(self.global_step, tf.int64))
-            loss = float(loss_sum) / self.config.batch_size
-            now = time.perf_counter()
-            if not math.isfinite(loss):
-                self._stop_non_finite(stage, epoch, f"training loss {loss}")
-            lr = self._lr_of_last_step()
+            window.pending.append((self.global_step, loss_sum, correct))
             self.global_step += 1
-            totals.add(float(loss_sum), float(correct), self.config.batch_size, now - started)
-            if bar_start is None:
-                bar_start = now  # the first step of a bar includes tracing: not timed
-            else:
-                timed_images += self.config.batch_size
-            speed = timed_images / max(now - bar_start, 1e-9) if timed_images else 0.0
-            logs = {"stage": stage.index, "epoch": epoch, "loss": loss, "lr": lr,
-                    "image_size": stage.image_size, "images_per_sec": speed}
-            self._scalar("step/loss", loss, self.global_step)
-            self._scalar("step/lr", lr, self.global_step)
-            for cb in self.callbacks:
-                cb.on_train_batch_end(self, self.global_step - 1, logs)
-            if bar is not None:
-                bar.update(local + 1, f"loss {totals.loss:.4f} - acc {totals.acc:.4f} - lr {lr:.3g} - "
-                                      f"{speed:.1f} img/s")
-            last_step_of_epoch = local == spe - 1
-            if self.global_step % self.config.checkpoint_every == 0 and not last_step_of_epoch:
+            last = local == spe - 1
+            checkpoint_now = self.global_step % self.config.checkpoint_every == 0 and not last
+            if local == done or last or checkpoint_now or len(window.pending) >= self.config.log_every:
+                self._read_steps(stage, epoch, window, totals, local + 1)
+            if checkpoint_now:
                 self._save_checkpoint(stage)
-        totals.images_per_sec = (timed_images / max(time.perf_counter() - bar_start, 1e-9)
-                                 if timed_images else totals.examples / max(totals.seconds, 1e-9))
+        totals.images_per_sec = window.images_per_sec(totals)
+
+    def _read_steps(self, stage, epoch: int, window: "_Window", totals: "_EpochTotals",
+                    position: int) -> None:
+        """Reads the queued steps' losses: non-finite check, totals, logs, bar, TensorBoard."""
+        batch = self.config.batch_size
+        values = [(float(loss_sum), float(correct)) for _, loss_sum, correct in window.pending]
+        now = time.perf_counter()
+        # The optimizer's own counter, read once: the rates of the queued steps precede it.
+        iterations = int(optim.inner_optimizer(self.optimizer).iterations.numpy())
+        count = len(values)
+        for i, ((step, _, _), (loss_sum, correct)) in enumerate(zip(window.pending, values)):
+            loss = loss_sum / batch
+            if not math.isfinite(loss):
+                self.global_step = step
+                self._stop_non_finite(stage, epoch, f"training loss {loss}")
+            lr = self.lr_schedule.value(max(iterations - count + i, 0))
+            totals.add(loss_sum, correct, batch, 0.0)
+            self._scalar("step/loss", loss, step + 1)
+            self._scalar("step/lr", lr, step + 1)
+            logs = {"stage": stage.index, "epoch": epoch, "loss": loss, "lr": lr,
+                    "image_size": stage.image_size, "images_per_sec": window.speed}
+            for cb in self.callbacks:
+                cb.on_train_batch_end(self, step, logs)
+        window.read(count, batch, now, totals)
+        if window.bar is not None:
+            window.bar.update(position, f"loss {totals.loss:.4f} - acc {totals.acc:.4f} - lr {lr:.3g} - "
+                                        f"{window.speed:.1f} img/s")
 
     def end_epoch(self, stage, epoch: int) -> None:
         """Validation on the EMA weights, metrics/plots, best selection, checkpoint."""
@@ -392,24 +409,30 @@ class Trainer:
                 momentum=config.momentum, loss_scale=config.mixed_precision == "mixed_float16")
             self.ema = (ExponentialMovingAverage(self.model, config.ema_decay)
                         if config.ema_decay > 0 else None)
+            # The twin's layers ARE the model's (same variables): it only changes the kernels.
+            self.train_model = make_twin(self.model) if config.fast_step else self.model
         self.dropout_layer = _find_layer(self.model, "top_dropout")
         self.decayed = optim.decayed_variables(self.model) if self.l2 else []
         self.bn_statistics = [v for v in self.model.non_trainable_variables
                               if tf.as_dtype(v.dtype).is_floating]
 
-    def _make_train_function(self, stage):
-        model, optimizer, ema = self.model, self.optimizer, self.ema
+    def _make_train_function(self):
+        """The traced train step. With ``fast_step`` (and one replica) it is traced once for
+        every image size (None height/width) and reads the dropout rate from a variable;
+        otherwise each stage traces its own (its dropout rate baked into the graph)."""
+        model, network, optimizer, ema = self.model, self.train_model, self.optimizer, self.ema
         global_batch = float(self.config.batch_size)
         replicas = self.replicas
         loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
         def replica_step(images, labels, step):
             self.trace_log.append({
-                "stage": stage.index, "image_shape": tuple(images.shape),
+                "stage": self._stage_index, "image_shape": tuple(images.shape),
                 "label_shape": tuple(labels.shape),
-                "dropout": None if self.dropout_layer is None else float(self.dropout_layer.rate)})
+                "dropout": None if self.dropout_layer is None else float(self.dropout_layer.rate),
+                "dropout_variable": self.config.fast_step})
             with tf.GradientTape() as tape:
-                logits = model(images, training=True)
+                logits = network(images, training=True)
                 per_example = keras.losses.categorical_crossentropy(labels, logits, from_logits=True)
                 loss = tf.reduce_sum(per_example) / global_batch
                 penalty = optim.l2_penalty(self.decayed, self.l2)
@@ -438,13 +461,20 @@ class Trainer:
             replica_step = tf.function(replica_step, jit_compile=True)
 
         def train_step(images, labels, step):
-            self.trace_counts[stage.index] = self.trace_counts.get(stage.index, 0) + 1
+            index = self._stage_index
+            self.trace_counts[index] = self.trace_counts.get(index, 0) + 1
             loss_sum, correct = self.strategy.run(replica_step, args=(images, labels, step))
             reduce = self.strategy.reduce
             return (reduce(tf.distribute.ReduceOp.SUM, loss_sum, axis=None),
                     reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
 
-        return tf.function(train_step)
+        if not self.config.fast_step or self.distributed:
+            return tf.function(train_step)  # distributed inputs: one trace per stage shape
+        batch = self.per_replica_batch
+        return tf.function(train_step, input_signature=(
+            tf.TensorSpec([batch, None, None, 3], tf.float32),
+            tf.TensorSpec([batch, self.num_classes], tf.float32),
+            tf.TensorSpec([], tf.int64)))
 
     def _make_eval_function(self):
         model, k = self.model, min(5, self.num_classes)
@@ -739,6 +769,27 @@ class _ProgressBar:
         end = "\n" if done else ""
         sys.stdout.write(("\r" + line + end) if self.dynamic else (line + "\n"))
         sys.stdout.flush()
+
+
+class _Window:
+    """Steps queued since the last host read, and the epoch's timed throughput."""
+
+    def __init__(self, bar, start: float):
+        self.bar, self.pending = bar, []
+        self.last_read, self.timed_from, self.timed_images, self.speed = start, None, 0, 0.0
+
+    def read(self, steps: int, batch: int, now: float, totals: "_EpochTotals") -> None:
+        totals.seconds += now - self.last_read
+        self.last_read = now
+        if self.timed_from is None:
+            self.timed_from = now  # the first step of an epoch includes tracing: not timed
+        else:
+            self.timed_images += steps * batch
+            self.speed = self.timed_images / max(now - self.timed_from, 1e-9)
+        self.pending = []
+
+    def images_per_sec(self, totals: "_EpochTotals") -> float:
+        return self.speed if self.timed_images else totals.examples / max(totals.seconds, 1e-9)
 
 
 @dataclasses.dataclass

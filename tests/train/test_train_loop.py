@@ -96,10 +96,10 @@ def run(tmp_path_factory):
 def test_each_stage_trains_at_its_size_traced_once(run):
     trainer, result, rec, _ = run
     assert [s.image_size for s in trainer.schedule.stages] == [32, 48]
-    # the train step was traced exactly once per stage, at the stage's batch shape
-    assert trainer.trace_counts == {0: 1, 1: 1}
+    # the train step was traced exactly once for the whole run, for any image size
+    assert trainer.trace_counts == {0: 1}
     assert [(t["stage"], t["image_shape"], t["label_shape"]) for t in trainer.trace_log] == [
-        (0, (16, 32, 32, 3), (16, 10)), (1, (16, 48, 48, 3), (16, 10))]
+        (0, (16, None, None, 3), (16, 10))]
     # and every batch fed to it at run time had the stage's size
     assert [b["images"] for b in rec.batches] == [(16, 32, 32, 3)] * 4 + [(16, 48, 48, 3)] * 4
     assert rec.stages_begun == [0, 1]
@@ -108,8 +108,10 @@ def test_each_stage_trains_at_its_size_traced_once(run):
 
 def test_each_stage_has_its_dropout_randaugment_and_mixup(run):
     trainer, _, rec, calls = run
-    # the real Dropout layer: the rate compiled into each stage's graph and seen during its steps
-    assert [t["dropout"] for t in trainer.trace_log] == [pytest.approx(0.1), pytest.approx(0.3)]
+    # the head dropout rate is a variable read inside the one traced graph; the stock
+    # Dropout layer (what is saved) carries each stage's rate during its steps
+    assert [t["dropout_variable"] for t in trainer.trace_log] == [True]
+    assert float(trainer.train_model.get_layer("top_dropout").rate) == pytest.approx(0.3)
     assert [b["dropout"] for b in rec.batches] == [pytest.approx(0.1)] * 4 + [pytest.approx(0.3)] * 4
     # the pipelines were built with the stage's RandAugment magnitude and Mixup alpha
     # 4 epochs: regularization scale 0.04, so RandAugment touches 4% of the images
@@ -203,10 +205,18 @@ def test_saved_weights_are_the_ema_weights_validation_scored(run):
 
 
 def test_model_keras_loads_without_effv2_keras_and_predicts_the_same(run, tmp_path):
-    _, result, _, _ = run
-    images = np.random.default_rng(0).uniform(0, 255, size=(4, 48, 48, 3)).astype("float32")
+    """Trained through the fast twin, saved as stock Keras: a fresh process without this
+    package loads it and scores the test split exactly as the trainer did."""
+    trainer, result, _, _ = run
+    assert trainer.config.fast_step and trainer.train_model is not trainer.model
+    batches = list(trainer._eval_dataset(trainer.splits.test, trainer.config.eval_size))
+    test_images = np.concatenate([b[0].numpy() for b in batches])
+    test_labels = np.concatenate([b[1].numpy() for b in batches]).argmax(-1)
+    test_weights = np.concatenate([b[2].numpy() for b in batches])
+    random_images = np.random.default_rng(0).uniform(0, 255, size=(4, 48, 48, 3)).astype("float32")
+    images = np.concatenate([random_images, test_images])
     np.save(tmp_path / "images.npy", images)
-    expected = result.model.predict(images, verbose=0)
+    expected = result.model.predict(random_images, verbose=0)
     script = textwrap.dedent(f"""
         import sys
         sys.path = [p for p in sys.path if p not in ("", {str(REPO)!r})]
@@ -221,7 +231,17 @@ def test_model_keras_loads_without_effv2_keras_and_predicts_the_same(run, tmp_pa
     done = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-5)
+    out = np.load(tmp_path / "out.npy")
+    np.testing.assert_allclose(out[:4], expected, rtol=1e-5, atol=1e-5)
+    logits = out[4:].astype("float64")
+    real = test_weights > 0
+    top1 = float(np.mean(logits[real].argmax(-1) == test_labels[real]))
+    log_softmax = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    loss = float(-np.mean(log_softmax[real, test_labels[real]]))
+    assert real.sum() == result.test["examples"]
+    assert top1 == pytest.approx(result.test["top1"], abs=1e-9)
+    assert loss == pytest.approx(result.test["loss"], rel=1e-5)
 
 
 class _PoisonFromStep(Trainer):
@@ -265,6 +285,47 @@ def test_nan_loss_stops_cleanly_with_last_good_checkpoint_untouched(tmp_path):
     assert state["global_step"] == 2
     assert all(np.all(np.isfinite(a)) for a in arrays.values() if a.dtype.kind == "f")
     assert not os.path.exists(os.path.join(str(tmp_path / "nan"), "model.keras"))
+
+
+def test_nan_loss_between_host_reads_stops_at_its_step_before_any_checkpoint(tmp_path):
+    """Losses read every 4 steps: a NaN at step 9 (read after step 10) still stops the run
+    naming step 9, and no checkpoint is written after the last good one (step 6)."""
+
+    class PoisonNine(_PoisonFromStep):
+        poison_step = 8
+
+    config = tiny_config(tmp_path / "nan4", epochs=2, stages=1, min_size=32, max_size=32,
+                         steps_per_epoch=6, log_every=4, ema_decay=0.0)
+    reads = []
+
+    class Reads(Callback):
+        def on_train_batch_end(self, trainer, step, logs):
+            reads.append((step, trainer.global_step))
+
+    trainer = PoisonNine(config, callbacks=[Reads()])
+    with pytest.raises(trainer_lib.NonFiniteLossError) as info:
+        trainer.fit()
+    message = str(info.value)
+    good = os.path.join(str(tmp_path / "nan4"), "checkpoints", "ckpt-000000006.npz")
+    assert "epoch 2" in message and "global step 9" in message and good in message
+    # the losses were read after steps 1, 5, 6 (epoch end) and 7, then after 11: step 8 (0-based)
+    # was only seen when steps 8-10 had already run, and the run stopped there
+    assert [s for s, _ in trainer.checkpoints.list()] == [6]
+    assert reads[:7] == [(0, 1), (1, 5), (2, 5), (3, 5), (4, 5), (5, 6), (6, 7)]
+    assert reads[7:] == [(7, 11)]
+
+
+def test_stock_step_retraces_per_stage_with_the_rate_in_the_graph(tmp_path):
+    """--nofast_step: the stock model trains directly, one trace per stage."""
+    config = tiny_config(tmp_path / "stock", epochs=2, stages=2, steps_per_epoch=1, fast_step=False,
+                         dropout_min=0.1, dropout_max=0.3)
+    trainer = Trainer(config)
+    result = trainer.fit()
+    assert trainer.train_model is trainer.model
+    assert trainer.trace_counts == {0: 1, 1: 1}
+    assert [(t["image_shape"], t["dropout"]) for t in trainer.trace_log] == [
+        ((16, 32, 32, 3), pytest.approx(0.1)), ((16, 48, 48, 3), pytest.approx(0.3))]
+    assert result.global_step == 2 and os.path.exists(result.model_path)
 
 
 def test_sigkill_in_stage_two_then_resume_matches_the_uninterrupted_run(run, killed_run, tmp_path):
