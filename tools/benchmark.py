@@ -53,7 +53,8 @@ flags.DEFINE_list("sizes", ["128"], "--train_step: image sizes.")
 flags.DEFINE_list("precisions", ["float32"], "--train_step: float32 and/or mixed_bfloat16 (timm: bf16 autocast).")
 flags.DEFINE_integer("steps", 8, "--train_step: steps per contender per round.")
 flags.DEFINE_list("contenders", ["effv2", "keras", "timm"],
-                  "--train_step: any of effv2, effv2_stock (--nofast_step), keras, timm.")
+                  "--train_step: any of effv2, effv2_stock (--nofast_step), keras, timm, and variants "
+                  "'effv2[xla_silu=0;log_every=1]' (TwinOptions and TrainConfig fields) to measure one lever.")
 flags.DEFINE_string("data", None, "--train_step: data spec (default: folder:../shared/data/clothing160 "
                     "when present, else digits).")
 flags.DEFINE_string("out", None, "Write the results here as JSON.")
@@ -133,16 +134,27 @@ def model_benchmark():
 class TrainerContender:
     """``effv2 train``'s path: a Trainer, one stage at the size, ``steps`` steps per round."""
 
-    def __init__(self, name, size, precision, splits, data_spec, batch, steps, rounds, fast_step=True):
+    def __init__(self, name, size, precision, splits, data_spec, batch, steps, rounds, fast_step=True,
+                 twin=None, config_overrides=None, fused_optimizer=True):
         from effv2_keras.train import TrainConfig
+        from effv2_keras.train.fast import make_twin
         from effv2_keras.train.trainer import Trainer
 
         config = TrainConfig(
             model=name, data=data_spec, batch_size=batch, epochs=rounds + 1, stages=1, min_size=size,
             max_size=size, steps_per_epoch=steps, randaug_min=0, randaug_max=0, mixup_min=0, mixup_max=0,
             mixed_precision="none" if precision == "float32" else precision, verbose=0,
-            fast_step=fast_step, out=tempfile.mkdtemp(prefix="effv2-bench-"))
+            fast_step=fast_step, out=tempfile.mkdtemp(prefix="effv2-bench-"), **(config_overrides or {}))
         self.trainer = Trainer(config, splits=splits)
+        if twin is not None:  # a lever measured on its own: the twin with some swaps off
+            self.trainer.train_model = make_twin(self.trainer.model, twin)
+        if not fused_optimizer:  # Keras' own per-op update instead of one kernel per variable
+            from effv2_keras.train import optim
+
+            t = self.trainer
+            t.optimizer, t.l2 = optim.make_optimizer(
+                t.config.optimizer, t.lr_schedule, t.model, weight_decay=t.config.weight_decay,
+                momentum=t.config.momentum, fused=False)
         self.stage = self.trainer.schedule.stages[0]
         self.trainer.begin_stage(self.stage)
         self.epoch = 0
@@ -218,7 +230,7 @@ class TimmContender:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            float(loss)
+            loss.item()
             ends.append(time.perf_counter())
         return self.batch * (len(ends) - 1) / (ends[-1] - ends[0])
 
@@ -244,7 +256,34 @@ def make_contenders(name, size, precision, splits, data_spec):
         "keras": lambda: KerasFitContender(name, size, precision, splits, FLAGS.batch, FLAGS.steps),
         "timm": lambda: TimmContender(name, size, precision, splits, FLAGS.batch, FLAGS.steps, timm),
     }
-    return {c: builders[c]() for c in FLAGS.contenders if c in builders and (c != "timm" or timm)}
+    contenders = {}
+    for c in FLAGS.contenders:
+        if c.startswith("effv2[") and c.endswith("]"):
+            twin, overrides = parse_variant(c[len("effv2["):-1])
+            fused_optimizer = bool(int(overrides.pop("fused_optimizer", 1)))
+            contenders[c] = TrainerContender(name, size, precision, splits, data_spec, FLAGS.batch, FLAGS.steps,
+                                             FLAGS.rounds, twin=twin, config_overrides=overrides,
+                                             fused_optimizer=fused_optimizer)
+        elif c in builders and (c != "timm" or timm):
+            contenders[c] = builders[c]()
+    return contenders
+
+
+def parse_variant(text: str):
+    """``fused_batch_norm=0;log_every=1``: TwinOptions fields, ``fused_optimizer`` and TrainConfig fields."""
+    import dataclasses
+
+    from effv2_keras.train.fast import TwinOptions
+
+    twin_fields = {f.name for f in dataclasses.fields(TwinOptions)}
+    twin, overrides = {}, {}
+    for item in filter(None, text.split(";")):
+        key, _, value = item.partition("=")
+        if key in twin_fields:
+            twin[key] = value.lower() in ("1", "true", "yes")
+        else:
+            overrides[key] = int(value) if value.isdigit() else value
+    return (TwinOptions(**twin) if twin else None), overrides
 
 
 def train_step_benchmark():
@@ -265,15 +304,15 @@ def train_step_benchmark():
                 row = dict(model=name, size=size, batch=FLAGS.batch, precision=precision,
                            images_per_s={c: round(m, 2) for c, m in medians.items()},
                            samples={c: [round(x, 2) for x in v] for c, v in samples.items()})
-                for other in ("keras", "timm", "effv2_stock"):
-                    if "effv2" in medians and other in medians:
+                for other in medians:
+                    if "effv2" in medians and other != "effv2":
                         row[f"effv2_over_{other}"] = round(medians["effv2"] / medians[other], 3)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 del contenders
                 keras.backend.clear_session()
-    columns = [c for c in ("effv2", "effv2_stock", "keras", "timm") if any(c in r["images_per_s"] for r in rows)]
-    ratios = [k for k in ("effv2_over_keras", "effv2_over_timm", "effv2_over_effv2_stock") if any(k in r for r in rows)]
+    columns = list(dict.fromkeys(c for r in rows for c in r["images_per_s"]))
+    ratios = list(dict.fromkeys(k for r in rows for k in r if k.startswith("effv2_over_")))
     print(f"\ndata {data_spec}, batch {FLAGS.batch}, {FLAGS.rounds} rounds x {FLAGS.steps} steps, medians (img/s)")
     print("| model | px | precision | " + " | ".join(columns) + " | " + " | ".join(ratios) + " |")
     print("|---" * (3 + len(columns) + len(ratios)) + "|")

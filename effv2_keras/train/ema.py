@@ -42,10 +42,11 @@ class ExponentialMovingAverage:
 
     def update(self, step) -> None:
         """shadow -= (1 - d) * (shadow - value). Call in replica context in the train step."""
-        one_minus = 1.0 - self.decay_at(step)
-        for shadow, variable in zip(self.shadows, self.variables):
-            value = tf.cast(variable.value if hasattr(variable, "value") else variable, shadow.dtype)
-            shadow.assign_sub(one_minus * (shadow - value))
+        with tf.name_scope("ema"):
+            one_minus = 1.0 - self.decay_at(step)
+            for shadow, variable in zip(self.shadows, self.variables):
+                value = tf.cast(variable.value if hasattr(variable, "value") else variable, shadow.dtype)
+                shadow.assign_sub(one_minus * (shadow - value))
 
     def swap(self) -> None:
         """Exchanges live weights and averages (call twice to restore)."""

@@ -406,7 +406,8 @@ class Trainer:
             self.lr_schedule = optim.make_lr_schedule(config, self.steps_per_epoch, self.total_steps)
             self.optimizer, self.l2 = optim.make_optimizer(
                 config.optimizer, self.lr_schedule, self.model, weight_decay=config.weight_decay,
-                momentum=config.momentum, loss_scale=config.mixed_precision == "mixed_float16")
+                momentum=config.momentum, loss_scale=config.mixed_precision == "mixed_float16",
+                fused=config.fast_step and not self.distributed)
             self.ema = (ExponentialMovingAverage(self.model, config.ema_decay)
                         if config.ema_decay > 0 else None)
             # The twin's layers ARE the model's (same variables): it only changes the kernels.
