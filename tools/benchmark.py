@@ -57,6 +57,11 @@ flags.DEFINE_list("contenders", ["effv2", "keras", "timm"],
                   "'effv2[xla_silu=0;log_every=1]' (TwinOptions and TrainConfig fields) to measure one lever.")
 flags.DEFINE_string("data", None, "--train_step: data spec (default: folder:../shared/data/clothing160 "
                     "when present, else digits).")
+flags.DEFINE_integer("inter_op", None, "--train_step lever: TF inter-op threads (None: TF's default).")
+flags.DEFINE_integer("intra_op", None, "--train_step lever: TF intra-op threads (None: TF's default).")
+flags.DEFINE_integer("data_threads", None, "--train_step lever: a private tf.data threadpool of this size.")
+flags.DEFINE_boolean("grappler_bf16", False, "--train_step lever: grappler's auto_mixed_precision_onednn_bfloat16 "
+                     "pass (use with --precisions float32).")
 flags.DEFINE_string("out", None, "Write the results here as JSON.")
 
 DEFAULT_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
@@ -322,13 +327,34 @@ def train_step_benchmark():
     return rows
 
 
+def apply_process_levers():
+    """Process-wide settings (compare runs through the timm column, which they do not touch)."""
+    if FLAGS.inter_op is not None:
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op)
+    if FLAGS.intra_op is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op)
+    if FLAGS.grappler_bf16:
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+    if FLAGS.data_threads:
+        make = data.make_pipeline
+
+        def with_private_threadpool(*args, **kwargs):
+            options = tf.data.Options()
+            options.threading.private_threadpool_size = FLAGS.data_threads
+            return make(*args, **kwargs).with_options(options)
+
+        data.make_pipeline = with_private_threadpool
+
+
 def main(argv):
     del argv
+    apply_process_levers()
     rows = train_step_benchmark() if FLAGS.train_step else model_benchmark()
     if FLAGS.out:
         meta = dict(machine=platform.machine(), processor=platform.processor(), cpu_count=os.cpu_count(),
                     tensorflow=tf.__version__, keras=keras.__version__, rounds=FLAGS.rounds,
-                    steps=FLAGS.steps, argv=sys.argv[1:],
+                    steps=FLAGS.steps, argv=sys.argv[1:], inter_op=FLAGS.inter_op, intra_op=FLAGS.intra_op,
+                    data_threads=FLAGS.data_threads, grappler_bf16=FLAGS.grappler_bf16,
                     env={k: v for k, v in os.environ.items() if k.startswith(("TF_", "OMP_", "ONEDNN"))})
         with open(FLAGS.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)

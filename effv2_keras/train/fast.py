@@ -3,24 +3,28 @@
 The model a run saves, exports and reloads is stock Keras layers (``keras.models.load_model``
 opens it without this package). The train step calls a twin built by ``make_twin``: a
 functional model over the SAME layer objects (so the SAME variables: nothing is copied,
-the optimizer, EMA and checkpoints see one set of weights), in which three kinds of
-layer are wrapped by a training-time kernel:
+the optimizer, EMA and checkpoints see one set of weights), in which these layers are
+wrapped by a training-time kernel:
 
 * ``BatchNormalization`` -> ``FusedBatchNorm``: Keras 3 on TF normalizes with
   ``ops.moments`` + ``ops.batch_normalization`` (about ten ops forward, their autodiff
   backward and float32 casts under mixed precision, per layer); the wrapper runs one
   ``FusedBatchNormV3`` forward and one ``FusedBatchNormGradV3`` backward on the stock
   layer's gamma/beta (bf16 activations go in as they are: the kernel keeps its statistics
-  and arithmetic in float32, as Keras' casts do), and updates its moving statistics by Keras' rule (biased batch
-  variance: the kernel returns the unbiased one, corrected here).
-* ``Activation("silu")`` -> ``FusibleSiLU``: ``x * sigmoid(x)``, the form grappler's
-  remapper can fuse (``tf.nn.silu``'s custom gradient hides the pattern).
+  and arithmetic in float32, as Keras' casts do), and updates the moving statistics by
+  Keras' rule (biased batch variance: the kernel returns the unbiased one, corrected here).
+* ``Activation("silu")`` -> ``FusibleSiLU``: ``x * sigmoid(x)`` with its forward and its
+  backward each one XLA-compiled elementwise kernel (autodiff runs six memory-bound passes).
+* under a bf16 policy, ``DepthwiseConv2D`` -> ``Float32Depthwise``: oneDNN's float32
+  depthwise kernels beat its bf16 ones here.
 * the head ``Dropout`` -> ``VariableRateDropout``: the rate is a ``tf.Variable`` read in
   the graph, so a progressive stage change sets it without re-tracing the step. It draws
   from the stock layer's seed generator (checkpointed with the model).
 
-Outside training (``training=False``) every wrapper calls the stock layer, so evaluation
-through the twin is evaluation of the stock model. Each swap is switchable (``TwinOptions``)
+Convolutions stay with oneDNN: whole-graph XLA is slower on CPU (depthwise convolutions).
+The trainer evaluates, checkpoints and saves the stock model itself; in the twin, the BN
+and dropout wrappers call the stock layers when ``training=False`` and the others compute
+the same function. Each swap is switchable (``TwinOptions``)
 so the step benchmark can measure one lever at a time.
 
 Example:
@@ -50,6 +54,7 @@ class TwinOptions:
     fusible_silu: bool = True
     variable_dropout: bool = True
     xla_silu: bool = True  # the SiLU's forward and backward each one XLA-fused kernel (needs fusible_silu)
+    float32_depthwise: bool = True  # under a bf16 policy, depthwise convs in float32 (oneDNN's bf16 ones are slower)
 
 
 class FusedBatchNorm(keras.layers.Layer):
@@ -154,6 +159,26 @@ class VariableRateDropout(keras.layers.Layer):
         return tf.where(noise < keep, inputs / keep, tf.zeros_like(inputs))
 
 
+class Float32Depthwise(keras.layers.Layer):
+    """A stock ``DepthwiseConv2D`` (no bias, "same" padding) computed in float32 under a bf16 policy.
+
+    oneDNN's bf16 depthwise backward kernels are slower on this class of CPU than its
+    float32 ones (docs/PERFORMANCE.md); the casts around the conv cost less than that.
+    """
+
+    def __init__(self, stock: keras.layers.DepthwiseConv2D, **kwargs):
+        super().__init__(name=stock.name, dtype=stock.dtype_policy, **kwargs)
+        self.stock = stock
+        self.built = True
+
+    def call(self, inputs):
+        conv = self.stock
+        strides = (1,) + tuple(conv.strides) + (1,)
+        outputs = tf.nn.depthwise_conv2d(tf.cast(inputs, tf.float32), tf.cast(conv.kernel.value, tf.float32),
+                                         strides=strides, padding="SAME", dilations=conv.dilation_rate)
+        return tf.cast(outputs, self.compute_dtype)
+
+
 class _RateHolder:
     def __init__(self, rate: float):
         self.variable = tf.Variable(rate, trainable=False, dtype=tf.float32, name="dropout_rate")
@@ -173,11 +198,19 @@ def make_twin(model: keras.Model, options: TwinOptions = TwinOptions()) -> keras
         if (options.fusible_silu and type(layer) is keras.layers.Activation
                 and layer.get_config().get("activation") == "silu"):
             return FusibleSiLU(xla=options.xla_silu, name=layer.name, dtype=layer.dtype_policy)
+        if (options.float32_depthwise and type(layer) is keras.layers.DepthwiseConv2D
+                and layer.compute_dtype == "bfloat16" and _plain_depthwise(layer)):
+            return Float32Depthwise(layer)
         if options.variable_dropout and type(layer) is keras.layers.Dropout and layer.name == HEAD_DROPOUT:
             return VariableRateDropout(layer)
         return layer
 
     return keras.models.clone_model(model, clone_function=wrap)
+
+
+def _plain_depthwise(layer: keras.layers.DepthwiseConv2D) -> bool:
+    return (layer.padding == "same" and not layer.use_bias and layer.data_format == "channels_last"
+            and layer.depth_multiplier == 1 and layer.activation in (None, keras.activations.linear))
 
 
 def _fusable(layer: keras.layers.BatchNormalization) -> bool:

@@ -4,14 +4,18 @@
 
     for stage in schedule.stages:                  # S_i, RandAugment_i, Mixup_i, dropout_i
         begin_stage(stage)                         # new tf.data pipeline at S_i and the stage's
-                                                   # augmentation strength; the real Dropout
-                                                   # layer's rate := dropout_i; one new traced
-                                                   # (XLA-compiled when jit) train step
+                                                   # augmentation strength; head dropout
+                                                   # rate := dropout_i (a variable in the one
+                                                   # traced step; --nofast_step: a new trace)
         for epoch in stage's epochs:
             train_epoch(stage, epoch)              # same optimizer state; lr(global step)
             end_epoch(stage, epoch)                # validate on EMA weights, metrics, best,
                                                    # checkpoint (every N steps and stage end)
     finish()                                       # selected weights -> model.keras, test
+
+The step trains ``train_model``: with ``--fast_step`` (the default) a twin over the
+model's own layers and variables with faster training kernels (``train.fast``); the
+model that is evaluated, checkpointed and saved is ``model``, stock Keras layers.
 
 Everything else (strategy, mixed precision, EMA, checkpoints, outputs) is set up
 in ``__init__`` and ``_start`` and stays out of the loop's way.

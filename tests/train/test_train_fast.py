@@ -17,8 +17,8 @@ import pytest
 import tensorflow as tf
 
 from effv2_keras.models import build_model
-from effv2_keras.train.fast import (FusedBatchNorm, FusibleSiLU, TwinOptions, VariableRateDropout,
-                                    make_twin, set_head_dropout)
+from effv2_keras.train.fast import (Float32Depthwise, FusedBatchNorm, FusibleSiLU, TwinOptions,
+                                    VariableRateDropout, make_twin, set_head_dropout)
 
 SIZE, BATCH, CLASSES = 48, 8, 10
 
@@ -72,13 +72,18 @@ def test_twin_shares_the_stock_variables_and_wraps_the_training_layers():
     assert [id(v) for v in twin.weights] == [id(v) for v in stock.weights]
     kinds = {type(layer) for layer in twin.layers}
     assert {FusedBatchNorm, FusibleSiLU, VariableRateDropout} <= kinds
+    assert Float32Depthwise not in kinds  # only under a bf16 policy
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in twin.layers)
     assert all(type(layer).__module__.startswith("keras") for layer in stock.layers)
     # the stock model's config is untouched: it serializes without this package
     assert "effv2_keras.train.fast" not in str(stock.to_json())
 
 
-@pytest.mark.parametrize("options", [TwinOptions(), TwinOptions(True, False, False), TwinOptions(False, True, False)])
+@pytest.mark.parametrize("options", [
+    TwinOptions(),
+    TwinOptions(fusible_silu=False, variable_dropout=False),  # fused BN alone
+    TwinOptions(fused_batch_norm=False, xla_silu=False),  # x * sigmoid(x) alone
+], ids=["all", "fused_bn", "fusible_silu"])
 def test_float32_forward_gradients_and_moving_statistics_match_keras(options):
     stock = tiny()
     twin = make_twin(stock, options)
@@ -101,6 +106,7 @@ def test_mixed_bfloat16_twin_is_as_close_to_float32_as_stock_bf16():
     stock = tiny("mixed_bfloat16")
     stock.set_weights(reference.get_weights())
     twin = make_twin(stock)
+    assert any(isinstance(layer, Float32Depthwise) for layer in twin.layers)
     images, labels = batch()
     exact = step(reference, reference, images, labels)
     (logits, grads, after), (logits2, grads2, after2) = run_both(stock, twin, images, labels)
@@ -136,3 +142,38 @@ def test_dropout_rate_changes_without_a_retrace():
     assert len(traces) == 1
     assert np.max(np.abs(c.numpy() - a.numpy())) > 1e-3  # the new rate acts in the traced graph
     assert stock.get_layer("top_dropout").rate == pytest.approx(0.9)
+
+
+def test_one_trainer_step_fast_equals_stock(tmp_path):
+    """The whole step (twin forward/backward, L2 penalty, one-kernel RMSProp, EMA) moves every variable as the stock step does: the two updates agree within 1e-4
+    of the update's norm (the forward/gradient tolerance above, carried through RMSProp)."""
+    from train_helpers import tiny_config
+
+    from effv2_keras.train.trainer import Trainer
+
+    trainers = [Trainer(tiny_config(tmp_path / str(fast), epochs=1, stages=1, steps_per_epoch=1, drop_path=0.0,
+                                    dropout_min=0.0, dropout_max=0.0, fast_step=fast))
+                for fast in (False, True)]
+    stock, fast = trainers
+    assert fast.l2 > 0 and fast.ema is not None and type(fast.optimizer).__name__ == "FusedRMSprop"
+    for a, b in zip(stock.model.variables, fast.model.variables):
+        b.assign(a)
+    for a, b in zip(stock.ema.shadows, fast.ema.shadows):
+        b.assign(a)
+    images, labels = next(iter(stock._train_dataset(stock.schedule.stages[0], start_step=0)))
+    floating = lambda trainer: [v for v in trainer.model.variables if tf.as_dtype(v.dtype).is_floating]
+    before = [v.numpy().astype("float64") for v in floating(stock)]
+    assert [x.shape for x in before] == [tuple(v.shape) for v in stock.ema.shadows]
+    results = []
+    for trainer in trainers:
+        trainer.begin_stage(trainer.schedule.stages[0])
+        loss_sum, _ = trainer._train_fn(images, labels, tf.constant(0, tf.int64))
+        floats = [v.numpy().astype("float64") for v in floating(trainer)]
+        shadows = [v.numpy().astype("float64") for v in trainer.ema.shadows]
+        results.append((float(loss_sum), floats, shadows))
+    (loss_a, model_a, ema_a), (loss_b, model_b, ema_b) = results
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    delta_a = [a - w for a, w in zip(model_a, before)]
+    delta_b = [b - w for b, w in zip(model_b, before)]
+    assert global_rel(delta_a, delta_b) <= 1e-4
+    assert global_rel([a - w for a, w in zip(ema_a, before)], [b - w for b, w in zip(ema_b, before)]) <= 1e-4
