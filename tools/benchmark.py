@@ -292,6 +292,8 @@ def parse_variant(text: str):
 
 
 def train_step_benchmark():
+    if FLAGS.steps < 2:
+        raise app.UsageError("--steps: at least 2 (a round's speed excludes its first step).")
     data_spec = FLAGS.data or default_data_spec()
     splits = data.load(data_spec, val_fraction=0.0)
     rows = []

@@ -167,7 +167,8 @@ class Float32Depthwise(keras.layers.Layer):
     """
 
     def __init__(self, stock: keras.layers.DepthwiseConv2D, **kwargs):
-        super().__init__(name=stock.name, dtype=stock.dtype_policy, **kwargs)
+        # autocast=False: the kernel is read as the float32 variable, not rounded to bf16 first.
+        super().__init__(name=stock.name, dtype=stock.dtype_policy, autocast=False, **kwargs)
         self.stock = stock
         self.built = True
 

@@ -95,7 +95,8 @@ class Callback:
         pass
 
     def on_train_batch_end(self, trainer: "Trainer", step: int, logs: dict) -> None:
-        pass
+        """Called in step order when the loss is read on the host: every ``--log_every``
+        steps, so ``trainer.global_step`` and the weights may already be a few steps on."""
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, row: dict) -> None:
         pass
@@ -244,8 +245,9 @@ class Trainer:
             images, labels = next(self._train_iterator)
             for cb in self.callbacks:
                 cb.on_train_batch_begin(self, self.global_step, images, labels)
-            loss_sum, correct = self._train_fn(images, labels, tf.constant(self.global_step, tf.int64))
-            window.pending.append((self.global_step, loss_sum, correct))
+            loss_sum, correct, iteration = self._train_fn(
+                images, labels, tf.constant(self.global_step, tf.int64))
+            window.pending.append((self.global_step, loss_sum, correct, iteration))
             self.global_step += 1
             last = local == spe - 1
             checkpoint_now = self.global_step % self.config.checkpoint_every == 0 and not last
@@ -259,17 +261,15 @@ class Trainer:
                     position: int) -> None:
         """Reads the queued steps' losses: non-finite check, totals, logs, bar, TensorBoard."""
         batch = self.config.batch_size
-        values = [(float(loss_sum), float(correct)) for _, loss_sum, correct in window.pending]
+        values = [(step, float(loss_sum), float(correct), int(iteration))
+                  for step, loss_sum, correct, iteration in window.pending]
         now = time.perf_counter()
-        # The optimizer's own counter, read once: the rates of the queued steps precede it.
-        iterations = int(optim.inner_optimizer(self.optimizer).iterations.numpy())
-        count = len(values)
-        for i, ((step, _, _), (loss_sum, correct)) in enumerate(zip(window.pending, values)):
+        for step, loss_sum, correct, iteration in values:
             loss = loss_sum / batch
             if not math.isfinite(loss):
                 self.global_step = step
                 self._stop_non_finite(stage, epoch, f"training loss {loss}")
-            lr = self.lr_schedule.value(max(iterations - count + i, 0))
+            lr = self.lr_schedule.value(iteration)
             totals.add(loss_sum, correct, batch, 0.0)
             self._scalar("step/loss", loss, step + 1)
             self._scalar("step/lr", lr, step + 1)
@@ -277,7 +277,7 @@ class Trainer:
                     "image_size": stage.image_size, "images_per_sec": window.speed}
             for cb in self.callbacks:
                 cb.on_train_batch_end(self, step, logs)
-        window.read(count, batch, now, totals)
+        window.read(len(values), batch, now, totals)
         if window.bar is not None:
             window.bar.update(position, f"loss {totals.loss:.4f} - acc {totals.acc:.4f} - lr {lr:.3g} - "
                                         f"{window.speed:.1f} img/s")
@@ -465,13 +465,18 @@ class Trainer:
         if self.jit and self.device != "tpu":
             replica_step = tf.function(replica_step, jit_compile=True)
 
+        counter = optim.inner_optimizer(optimizer).iterations
+
         def train_step(images, labels, step):
             index = self._stage_index
             self.trace_counts[index] = self.trace_counts.get(index, 0) + 1
+            # The optimizer's own step before this update (a loss-scale skip does not advance
+            # it), so the rate logged for a step queued between host reads is the one it used.
+            iteration = tf.identity(counter)
             loss_sum, correct = self.strategy.run(replica_step, args=(images, labels, step))
             reduce = self.strategy.reduce
             return (reduce(tf.distribute.ReduceOp.SUM, loss_sum, axis=None),
-                    reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+                    reduce(tf.distribute.ReduceOp.SUM, correct, axis=None), iteration)
 
         if not self.config.fast_step or self.distributed:
             return tf.function(train_step)  # distributed inputs: one trace per stage shape

@@ -39,6 +39,7 @@ class Recorder(Callback):
     def on_train_batch_begin(self, trainer, step, images, labels):
         self.batches.append({"step": step, "images": tuple(images.shape), "labels": labels.numpy(),
                              "dropout": trainer.model.get_layer("top_dropout").rate,
+                             "dropout_in_graph": trainer.train_model.get_layer("top_dropout").rate,
                              "iterations": int(trainer.optimizer.iterations.numpy())})
 
     def on_train_batch_end(self, trainer, step, logs):
@@ -113,6 +114,7 @@ def test_each_stage_has_its_dropout_randaugment_and_mixup(run):
     assert [t["dropout_variable"] for t in trainer.trace_log] == [True]
     assert float(trainer.train_model.get_layer("top_dropout").rate) == pytest.approx(0.3)
     assert [b["dropout"] for b in rec.batches] == [pytest.approx(0.1)] * 4 + [pytest.approx(0.3)] * 4
+    assert [b["dropout_in_graph"] for b in rec.batches] == [pytest.approx(0.1)] * 4 + [pytest.approx(0.3)] * 4
     # the pipelines were built with the stage's RandAugment magnitude and Mixup alpha
     # 4 epochs: regularization scale 0.04, so RandAugment touches 4% of the images
     assert calls["image"] == [(2.0, 2, pytest.approx(0.04)), (6.0, 2, pytest.approx(0.04))]
