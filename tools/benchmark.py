@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 
 import keras
@@ -38,6 +37,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import effv2_keras  # noqa: E402
 from effv2_keras import data  # noqa: E402
 from effv2_keras.models.constructors import constructor_name  # noqa: E402
+from effv2_keras.train import optim  # noqa: E402
+from effv2_keras.train.fast import make_twin  # noqa: E402
+from step_harness import OneStageRun, default_data_spec  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["efficientnetv2-b0"], "Variants to time (those keras.applications also has).")
@@ -64,8 +66,6 @@ flags.DEFINE_boolean("grappler_bf16", False, "--train_step lever: grappler's aut
                      "pass (use with --precisions float32).")
 flags.DEFINE_string("out", None, "Write the results here as JSON.")
 
-DEFAULT_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
-                              "clothing160")
 TIMM_NAMES = {"efficientnetv2-b0": "tf_efficientnetv2_b0", "efficientnetv2-b1": "tf_efficientnetv2_b1",
               "efficientnetv2-b2": "tf_efficientnetv2_b2", "efficientnetv2-b3": "tf_efficientnetv2_b3",
               "efficientnetv2-s": "tf_efficientnetv2_s", "efficientnetv2-m": "tf_efficientnetv2_m"}
@@ -136,38 +136,19 @@ def model_benchmark():
 # -- training-step benchmark --------------------------------------------------------------------
 
 
-class TrainerContender:
-    """``effv2 train``'s path: a Trainer, one stage at the size, ``steps`` steps per round."""
+class TrainerContender(OneStageRun):
+    """``effv2 train``'s path (``step_harness.OneStageRun``), optionally with one lever off."""
 
-    def __init__(self, name, size, precision, splits, data_spec, batch, steps, rounds, fast_step=True,
-                 twin=None, config_overrides=None, fused_optimizer=True):
-        from effv2_keras.train import TrainConfig
-        from effv2_keras.train.fast import make_twin
-        from effv2_keras.train.trainer import Trainer
-
-        config = TrainConfig(
-            model=name, data=data_spec, batch_size=batch, epochs=rounds + 1, stages=1, min_size=size,
-            max_size=size, steps_per_epoch=steps, randaug_min=0, randaug_max=0, mixup_min=0, mixup_max=0,
-            mixed_precision="none" if precision == "float32" else precision, verbose=0,
-            fast_step=fast_step, out=tempfile.mkdtemp(prefix="effv2-bench-"), **(config_overrides or {}))
-        self.trainer = Trainer(config, splits=splits)
+    def __init__(self, name, size, precision, splits, data_spec, batch, steps, rounds, twin=None,
+                 fused_optimizer=True, **overrides):
+        super().__init__(name, size, precision, splits, data_spec, batch, steps, epochs=rounds + 1, **overrides)
+        t = self.trainer
         if twin is not None:  # a lever measured on its own: the twin with some swaps off
-            self.trainer.train_model = make_twin(self.trainer.model, twin)
+            t.train_model = make_twin(t.model, twin)
         if not fused_optimizer:  # Keras' own per-op update instead of one kernel per variable
-            from effv2_keras.train import optim
-
-            t = self.trainer
             t.optimizer, t.l2 = optim.make_optimizer(
                 t.config.optimizer, t.lr_schedule, t.model, weight_decay=t.config.weight_decay,
                 momentum=t.config.momentum, fused=False)
-        self.stage = self.trainer.schedule.stages[0]
-        self.trainer.begin_stage(self.stage)
-        self.epoch = 0
-
-    def round(self) -> float:
-        self.trainer.train_epoch(self.stage, self.epoch)
-        self.epoch += 1
-        return self.trainer._partial.images_per_sec
 
 
 class KerasFitContender:
@@ -177,8 +158,8 @@ class KerasFitContender:
         keras.mixed_precision.set_global_policy(precision)
         constructor = getattr(keras.applications, constructor_name(name))
         self.model = constructor(weights=None, input_shape=(size, size, 3), classes=splits.num_classes)
-        self.model.compile(optimizer=keras.optimizers.RMSprop(0.016 * batch / 256, rho=0.9, momentum=0.9,
-                                                              epsilon=1e-3),
+        self.model.compile(optimizer=keras.optimizers.RMSprop(0.016 * batch / 256, rho=optim.RMSPROP_RHO,
+                                                              momentum=0.9, epsilon=optim.RMSPROP_EPSILON),
                            loss="categorical_crossentropy", metrics=["accuracy"])
         keras.mixed_precision.set_global_policy("float32")
         self.dataset = data.make_pipeline(splits.train, size, batch, splits.num_classes, training=True,
@@ -240,10 +221,6 @@ class TimmContender:
         return self.batch * (len(ends) - 1) / (ends[-1] - ends[0])
 
 
-def default_data_spec() -> str:
-    return f"folder:{os.path.abspath(DEFAULT_FOLDER)}" if os.path.isdir(DEFAULT_FOLDER) else "digits"
-
-
 def make_contenders(name, size, precision, splits, data_spec):
     timm = None
     if "timm" in FLAGS.contenders:
@@ -267,8 +244,7 @@ def make_contenders(name, size, precision, splits, data_spec):
             twin, overrides = parse_variant(c[len("effv2["):-1])
             fused_optimizer = bool(int(overrides.pop("fused_optimizer", 1)))
             contenders[c] = TrainerContender(name, size, precision, splits, data_spec, FLAGS.batch, FLAGS.steps,
-                                             FLAGS.rounds, twin=twin, config_overrides=overrides,
-                                             fused_optimizer=fused_optimizer)
+                                             FLAGS.rounds, twin=twin, fused_optimizer=fused_optimizer, **overrides)
         elif c in builders and (c != "timm" or timm):
             contenders[c] = builders[c]()
     return contenders

@@ -28,6 +28,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from effv2_keras import data  # noqa: E402
+from step_harness import OneStageRun, default_data_spec  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "efficientnetv2-b0", "Variant.")
@@ -52,21 +53,8 @@ PARTS = ("input pipeline wait", "input normalization", "stem", "fused blocks (co
          "SE", "BN", "activations", "head", "loss", "optimizer", "EMA update", "casts", "other")
 
 
-def make_trainer(data_spec, splits):
-    from effv2_keras.train import TrainConfig
-    from effv2_keras.train.trainer import Trainer
-
-    config = TrainConfig(
-        model=FLAGS.model, width=FLAGS.width, depth=FLAGS.depth, data=data_spec, batch_size=FLAGS.batch,
-        epochs=2, stages=1, min_size=FLAGS.size, max_size=FLAGS.size, steps_per_epoch=FLAGS.steps,
-        randaug_min=0, randaug_max=0, mixup_min=0, mixup_max=0, verbose=0, fast_step=FLAGS.fast_step,
-        mixed_precision="none" if FLAGS.precision == "float32" else FLAGS.precision,
-        out=tempfile.mkdtemp(prefix="effv2-profile-"))
-    return Trainer(config, splits=splits)
-
-
 def layer_sets(model):
-    """Layer name -> kind, and the names of fused blocks (blocks without a depthwise conv)."""
+    """The model's layer names, and its fused blocks' names (blocks without a depthwise conv)."""
     names = {layer.name for layer in model.layers}
     blocks = {name.split("_")[0] for name in names if name.startswith("block")}
     fused = {b for b in blocks if f"{b}_dwconv" not in names and f"{b}_dwconv2" not in names}
@@ -174,18 +162,18 @@ def print_tables(by_type, by_part, steps, wall, pipeline_seconds):
 
 def main(argv):
     del argv
-    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "clothing160")
-    data_spec = FLAGS.data or (f"folder:{os.path.abspath(folder)}" if os.path.isdir(folder) else "digits")
-    trainer = make_trainer(data_spec, data.load(data_spec, val_fraction=0.0))
-    stage = trainer.schedule.stages[0]
-    trainer.begin_stage(stage)
-    trainer.train_epoch(stage, 0)  # warm-up: tracing, allocation
+    data_spec = FLAGS.data or default_data_spec()
+    run = OneStageRun(FLAGS.model, FLAGS.size, FLAGS.precision, data.load(data_spec, val_fraction=0.0), data_spec,
+                      FLAGS.batch, FLAGS.steps, epochs=2, width=FLAGS.width, depth=FLAGS.depth,
+                      fast_step=FLAGS.fast_step)
+    run.round()  # warm-up: tracing, allocation
     logdir = tempfile.mkdtemp(prefix="effv2-xplane-")
     tf.profiler.experimental.start(logdir)
     start = time.perf_counter()
-    trainer.train_epoch(stage, 1)
+    run.round()
     wall = time.perf_counter() - start
     tf.profiler.experimental.stop()
+    trainer = run.trainer
     layers, fused_blocks = layer_sets(trainer.model)
     events, pipeline_seconds = read_profile(logdir)
     by_type, by_part = tables(events, layers, fused_blocks)

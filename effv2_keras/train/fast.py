@@ -24,8 +24,8 @@ wrapped by a training-time kernel:
 Convolutions stay with oneDNN: whole-graph XLA is slower on CPU (depthwise convolutions).
 The trainer evaluates, checkpoints and saves the stock model itself; in the twin, the BN
 and dropout wrappers call the stock layers when ``training=False`` and the others compute
-the same function. Each swap is switchable (``TwinOptions``)
-so the step benchmark can measure one lever at a time.
+the same function. Each swap is switchable (``TwinOptions``) so the step benchmark can
+measure one lever at a time.
 
 Example:
     >>> from effv2_keras.models import build_model
@@ -95,7 +95,7 @@ class FusibleSiLU(keras.layers.Layer):
     With ``xla=True`` the forward and the backward are each one XLA-compiled elementwise
     kernel: autodiff of ``x * sigmoid(x)`` runs six passes over the activation (Sigmoid,
     Mul; Mul, Mul, SigmoidGrad, AddN), which on a CPU are memory-bound; XLA fuses them
-    into two. Convolutions stay with oneDNN (whole-graph XLA is slower on CPU).
+    into two.
     """
 
     def __init__(self, xla: bool = False, **kwargs):

@@ -100,7 +100,7 @@ class FusedRMSprop(keras.optimizers.RMSprop):
     Keras runs about ten elementwise ops per variable and step; the TF kernel computes
     the same update (``ms = rho ms + (1 - rho) g^2; mom = momentum mom + lr g / sqrt(ms + eps);
     var -= mom``) in one pass, on the same slot variables, so checkpoints are unchanged.
-    Centered, momentum-free or non-TF cases run Keras' own update.
+    Centered or momentum-free RMSProp runs Keras' own update.
 
     >>> opt = FusedRMSprop(0.1, rho=0.9, momentum=0.9, epsilon=1e-3)
     >>> v = keras.Variable([1.0, 2.0]); opt.build([v])
@@ -109,7 +109,7 @@ class FusedRMSprop(keras.optimizers.RMSprop):
     """
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.centered or self.momentum <= 0 or keras.backend.backend() != "tensorflow":
+        if self.centered or self.momentum <= 0:
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         dtype = variable.dtype
@@ -125,7 +125,7 @@ class FusedSGD(keras.optimizers.SGD):
     ``m = momentum m - lr g; var += m``, Keras' own rule, on its slot variables)."""
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.momentum <= 0 or keras.backend.backend() != "tensorflow":
+        if self.momentum <= 0:
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         tf.raw_ops.ResourceApplyKerasMomentum(

@@ -1,0 +1,36 @@
+"""tools/benchmark.py --train_step and tools/profile_step.py end to end, on tiny settings.
+
+The numbers are not checked for speed (benchmarks, not tests); the tools must run the
+trainer's real step, time every contender and write what docs/PERFORMANCE.md quotes.
+"""
+
+import json
+
+from train_helpers import run_python
+
+
+def test_train_step_benchmark_times_every_contender_and_writes_ratios(tmp_path):
+    out = tmp_path / "step.json"
+    done = run_python(["tools/benchmark.py", "--train_step", "--data", "digits", "--sizes", "32", "--batch", "8",
+                       "--rounds", "1", "--steps", "2", "--contenders", "effv2,effv2[xla_silu=0],effv2_stock",
+                       "--out", out], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row, = json.loads(out.read_text())["rows"]
+    assert set(row["images_per_s"]) == {"effv2", "effv2[xla_silu=0]", "effv2_stock"}
+    assert all(v > 0 for v in row["images_per_s"].values())
+    assert row["effv2_over_effv2_stock"] == round(row["images_per_s"]["effv2"] / row["images_per_s"]["effv2_stock"], 3)
+    assert "| efficientnetv2-b0 | 32 | float32 |" in done.stdout
+
+
+def test_profile_step_attributes_op_time_to_model_parts(tmp_path):
+    out = tmp_path / "profile.json"
+    done = run_python(["tools/profile_step.py", "--data", "digits", "--width", "0.25", "--depth", "0.25",
+                       "--size", "32", "--batch", "8", "--steps", "2", "--out", out], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    profile = json.loads(out.read_text())
+    parts = profile["by_part_seconds"]
+    # the fast step's fused BN (forward and backward), its XLA SiLU kernels and the optimizer were seen
+    assert parts["BN"]["forward"] > 0 and parts["BN"]["backward"] > 0
+    assert parts["activations"]["forward"] > 0 and parts["optimizer"]["forward"] > 0
+    assert any("FusedBatchNormGradV3" in t for t in profile["by_type_seconds"])
+    assert "| model part | forward ms/step | backward ms/step | share |" in done.stdout
