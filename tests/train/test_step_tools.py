@@ -6,6 +6,8 @@ trainer's real step, time every contender and write what docs/PERFORMANCE.md quo
 
 import json
 
+import pytest
+
 from train_helpers import run_python
 
 
@@ -18,7 +20,10 @@ def test_train_step_benchmark_times_every_contender_and_writes_ratios(tmp_path):
     row, = json.loads(out.read_text())["rows"]
     assert set(row["images_per_s"]) == {"effv2", "effv2[xla_silu=0]", "effv2_stock"}
     assert all(v > 0 for v in row["images_per_s"].values())
-    assert row["effv2_over_effv2_stock"] == round(row["images_per_s"]["effv2"] / row["images_per_s"]["effv2_stock"], 3)
+    # the ratio is of the unrounded medians (rounded to 3 decimals), the img/s are rounded to 0.01:
+    # recomputing it from the rounded values can differ in the third decimal
+    speeds = row["images_per_s"]
+    assert row["effv2_over_effv2_stock"] == pytest.approx(speeds["effv2"] / speeds["effv2_stock"], abs=2e-3)
     assert "| efficientnetv2-b0 | 32 | float32 |" in done.stdout
 
 
