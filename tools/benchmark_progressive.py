@@ -477,6 +477,8 @@ def plot(datasets: Dict[str, dict], path: str) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from effv2_keras.train.plots import label_wallclock_axes
+
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 4.2), squeeze=False)
     styles = {"progressive": "o-", "fixed": "s-", "keras": "^--", "timm": "v--"}
     for ax, (name, entry) in zip(axes[0], datasets.items()):
@@ -488,11 +490,7 @@ def plot(datasets: Dict[str, dict], path: str) -> None:
         if "target_val_top1" in summary:
             ax.axhline(100 * summary["target_val_top1"], color="grey", linestyle="--", linewidth=0.8,
                        label=f"best peer ({summary['best_peer']}) val")
-        ax.set_title(name)
-        ax.set_xlabel("wall-clock (minutes, data loading included)")
-        ax.set_ylabel("validation top-1 (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        label_wallclock_axes(ax, name)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

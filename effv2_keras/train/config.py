@@ -2,8 +2,8 @@
 
 Config flows one way: defaults (here) -> command-line flags (``effv2 train``,
 one flag per field, same name) -> ``validate()`` -> ``resolve()`` (fills the
-"auto" values that depend on the optimizer, the variant and the data) -> the run
-directory's ``config.json``, which is enough to repeat the run::
+"auto" values from the recipe, ``effv2_keras.train.recipes``, and the run's length) -> the
+run directory's ``config.json``, which is enough to repeat the run::
 
     >>> cfg = TrainConfig(model="efficientnetv2-b0", epochs=6, stages=3).validate()
     >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
@@ -21,44 +21,15 @@ import json
 import math
 from typing import Any, Dict, Optional
 
+from effv2_keras.train import recipes
+from effv2_keras.train.recipes import MIN_IMAGE_SIZE, PAPER_CROP_SCALE_MIN, RECIPES
+
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 LR_DECAYS = ("exponential", "cosine", "constant")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_COMPILE = ("auto", "true", "false")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 SELECT = ("best", "last")
-
-# Base learning rate per 256 images. RMSProp and SGD scale it linearly, lr * batch_size / 256
-# (the paper's 0.016 * batch / 256 for RMSProp); AdamW by the square root,
-# lr * sqrt(batch_size / 256) (timm's rule for adaptive optimizers: Adam's step size does not
-# grow with the gradient's magnitude, so linear scaling starves small batches: the former
-# linear 0.002 gave 2.5e-4 at batch 32, a quarter of Adam's usual 1e-3, and 17% instead of
-# 49% on clothing160 in 10 epochs). 0.003 gives 1.06e-3 at batch 32 and 3e-3 at 256.
-DEFAULT_LR = {"rmsprop": 0.016, "sgd": 0.1, "adamw": 0.003}
-SQRT_LR_SCALING = ("adamw",)
-# RMSProp and SGD: L2 penalty wd/2 * |w|^2 on conv and dense kernels, added to the
-# loss (the official recipe's 1e-5). AdamW: decoupled decay (w -= lr * wd * w) on
-# the same kernels.
-DEFAULT_WEIGHT_DECAY = {"rmsprop": 1e-5, "sgd": 1e-5, "adamw": 0.05}
-MAX_WARMUP_EPOCHS = 5.0  # the paper's; short runs warm up for 10% of their epochs
-MIN_IMAGE_SIZE = 32  # the network has stride 32
-# The paper's recipe (Table 6's RandAugment/Mixup, the 0.08 Inception crop) regularizes
-# 350-epoch ImageNet runs. A run of a few epochs underfits, and the same recipe stops it
-# from learning (docs/PROGRESSIVE.md: 14% against 88% on signdigits100 in 10 epochs), so by
-# default a run gets the fraction min(1, epochs / 100) of it: none below a few epochs, all of
-# it from 100 epochs on. --regularization_scale 1 is the paper's recipe at any length.
-FULL_REGULARIZATION_EPOCHS = 100
-PAPER_CROP_SCALE_MIN = 0.08
-# The official schedule: 0.97 every 2.4 epochs over 350 epochs. By default it is compressed
-# to the run's length (same shape, same final lr: 0.97 ** (350 / 2.4) = 1.2% of the peak).
-PAPER_EPOCHS = 350.0
-PAPER_LR_DECAY_EPOCHS = 2.4
-# Progressive resizing needs stages long enough for the network to settle at each size: the
-# paper's are ~87 epochs. With 2-5 epochs per stage (64 -> 96 px) every size change cost
-# more than the small stages saved (docs/PROGRESSIVE.md: 6-30 points below one fixed-size
-# stage in the same time). By default: one stage per 25 epochs, at most the paper's 4.
-EPOCHS_PER_AUTO_STAGE = 25
-MAX_AUTO_STAGES = 4
 
 # Changing any of these makes a checkpoint belong to a different run.
 RESUME_KEYS = ("model", "width", "depth", "data", "val_fraction", "epochs", "stages",
@@ -90,11 +61,17 @@ class TrainConfig:
     crop_scale_min: Optional[float] = _field(
         None, "Smallest area fraction of the random-resized crop (None: 1 - 0.92 x "
         "--regularization_scale, i.e. the official 0.08 at full scale).")
+    # The recipe fills every "None: the recipe's" field whose flag is not given.
+    recipe: str = _field(
+        "auto", "Defaults for the flags not given: short (runs from scratch of 10-99 epochs), paper "
+        f"(the paper's ImageNet recipe) or auto (short below {recipes.SHORT_RUN_EPOCHS} epochs, else "
+        "paper); docs/PROGRESSIVE.md has the measurements.", RECIPES)
     # Progressive learning (Algorithm 1). None: the variant's defaults.
     epochs: int = _field(30, "Total epochs over all stages.")
     stages: Optional[int] = _field(
-        None, "Number of progressive-learning stages, the paper's M (None: one per "
-        f"{EPOCHS_PER_AUTO_STAGE} epochs, 1 to {MAX_AUTO_STAGES}).")
+        None, "Number of progressive-learning stages, the paper's M (None: the recipe's: short "
+        f"one per {recipes.EPOCHS_PER_SHORT_STAGE} epochs, 1 to {recipes.PAPER_STAGES}; paper "
+        f"{recipes.PAPER_STAGES}).")
     min_size: Optional[int] = _field(None, "Image size of the first stage (None: variant default).")
     max_size: Optional[int] = _field(None, "Image size of the last stage (None: variant default).")
     eval_size: Optional[int] = _field(None, "Validation/test image size (None: --max_size).")
@@ -109,28 +86,34 @@ class TrainConfig:
     regularization_scale: Optional[float] = _field(
         None, "0..1: how much of the paper's ImageNet regularization to use: RandAugment is "
         "applied to this fraction of the images, Mixup/CutMix alphas are multiplied by it and the "
-        "crop's smallest area is 1 - 0.92 x it (None: min(1, epochs / 100); 1: the paper).")
+        "crop's smallest area is 1 - 0.92 x it (None: the recipe's: short min(1, epochs / 100) ** 2, "
+        "paper 1).")
     randaug_probability: Optional[float] = _field(
         None, "Fraction of training images RandAugment is applied to (None: --regularization_scale).")
-    label_smoothing: float = _field(0.1, "Label smoothing.")
+    label_smoothing: Optional[float] = _field(
+        None, "Label smoothing (None: the recipe's: short 0, paper 0.1).")
     # Optimization.
     batch_size: int = _field(64, "GLOBAL batch size (split over replicas and workers).")
-    optimizer: str = _field("rmsprop", "Optimizer.", OPTIMIZERS)
+    optimizer: Optional[str] = _field(
+        None, "Optimizer (None: the recipe's: short adamw, paper rmsprop).", OPTIMIZERS)
     lr: Optional[float] = _field(
         None, "Base learning rate PER 256 IMAGES; the rate used is lr * batch_size / 256 for "
         "rmsprop/sgd, lr * sqrt(batch_size / 256) for adamw (None: 0.016 rmsprop, 0.1 sgd, 0.003 adamw).")
     momentum: float = _field(0.9, "Momentum of RMSProp and SGD.")
     warmup_epochs: Optional[float] = _field(
-        None, "Linear warm-up epochs (None: min(5, epochs / 10)).")
-    lr_decay: str = _field("exponential", "Decay after warm-up.", LR_DECAYS)
+        None, "Linear warm-up epochs (None: the recipe's: short 0, paper min(5, epochs / 10)).")
+    lr_decay: Optional[str] = _field(
+        None, "Decay after warm-up (None: the recipe's: short constant, paper exponential).", LR_DECAYS)
     lr_decay_rate: float = _field(0.97, "Exponential decay factor per --lr_decay_epochs.")
     lr_decay_epochs: Optional[float] = _field(
-        None, "Epochs per exponential decay step (None: 2.4 x epochs / 350: the official "
-        "350-epoch schedule, 0.97 per 2.4 epochs, compressed to the run, ending at 1.2% of the peak).")
+        None, "Epochs per exponential decay step (None: the recipe's: paper 2.4; short 2.4 x epochs / "
+        "350, the official 350-epoch schedule compressed to the run, ending at 1.2% of the peak).")
     weight_decay: Optional[float] = _field(
         None, "Weight decay on conv/dense kernels only, never BN or biases "
-        "(None: 1e-5 as L2 for rmsprop/sgd, 0.05 decoupled for adamw).")
-    ema_decay: float = _field(0.9999, "EMA decay of the weights and BN statistics (0: no EMA).")
+        "(None: 1e-5 as L2 for rmsprop/sgd; decoupled for adamw, short recipe 0.01, paper 0.05).")
+    ema_decay: Optional[float] = _field(
+        None, "EMA decay of the weights and BN statistics (0: no EMA; None: the recipe's: short 0, "
+        "paper 0.9999).")
     # Hardware.
     mixed_precision: str = _field("none", "Mixed precision policy.", MIXED_PRECISION)
     jit_compile: str = _field("auto", "XLA: auto = on for GPU/TPU, off on CPU.", JIT_COMPILE)
@@ -197,7 +180,7 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
-            if choices and value not in choices:
+            if choices and value not in choices and not (value is None and f.default is None):
                 _fail(f.name, f"must be one of {', '.join(choices)}", value)
         for name in ("model", "data", "out"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
@@ -228,10 +211,11 @@ class TrainConfig:
         for name in ("regularization_scale", "randaug_probability"):
             if getattr(self, name) is not None:
                 _in_range(self, name, 0.0, 1.0)
-        _in_range(self, "label_smoothing", 0.0, 1.0, upper_open=True)
+        for name in ("label_smoothing", "ema_decay"):
+            if getattr(self, name) is not None:
+                _in_range(self, name, 0.0, 1.0, upper_open=True)
         _in_range(self, "momentum", 0.0, 1.0, upper_open=True)
         _in_range(self, "lr_decay_rate", 0.0, 1.0, lower_open=True)
-        _in_range(self, "ema_decay", 0.0, 1.0, upper_open=True)
         _non_negative(self, "warmup_epochs", "weight_decay", "randaug_min", "randaug_max",
                       "mixup_min", "mixup_max", "cutmix_min", "cutmix_max", optional=True)
         for name in ("dropout_min", "dropout_max"):
@@ -256,57 +240,55 @@ class TrainConfig:
         return self
 
     def resolve(self) -> "TrainConfig":
-        """Fills the "auto" values that depend on the optimizer and the run's length.
+        """Fills the "auto" values from the recipe (``effv2_keras.train.recipes``); a given
+        flag always wins. ``recipe`` becomes the one that ran (short or paper).
 
         >>> c = TrainConfig(epochs=10).resolve()
-        >>> c.stages, c.regularization_scale, c.randaug_probability, round(c.crop_scale_min, 3)
-        (1, 0.1, 0.1, 0.908)
-        >>> c.lr_decay_epochs, TrainConfig(epochs=350).resolve().stages
-        (0.0686, 4)
+        >>> c.recipe, c.optimizer, c.lr_decay, c.stages, round(c.regularization_scale, 4), c.crop_scale_min
+        ('short', 'adamw', 'constant', 1, 0.01, 0.9908)
+        >>> p = TrainConfig(epochs=10, recipe="paper").resolve()
+        >>> p.optimizer, p.lr_decay_epochs, p.stages, p.regularization_scale, p.crop_scale_min
+        ('rmsprop', 2.4, 4, 1.0, 0.08)
         """
         self.validate()
-        warmup = self.warmup_epochs
-        if warmup is None:
-            warmup = min(MAX_WARMUP_EPOCHS, self.epochs / 10.0)
-        scale = self.regularization_scale
-        if scale is None:
-            scale = min(1.0, self.epochs / FULL_REGULARIZATION_EPOCHS)
+        name, _ = recipes.choose(self.recipe, self.epochs)
+        filled = recipes.defaults(name, self.epochs, optimizer=self.optimizer)
+        values = {field: filled[field] if getattr(self, field) is None else getattr(self, field)
+                  for field in recipes.FIELDS}
+        if values["warmup_epochs"] > self.epochs:
+            _fail("warmup_epochs", f"must be <= --epochs ({self.epochs})", values["warmup_epochs"])
+        scale = values["regularization_scale"]
         crop = self.crop_scale_min
         if crop is None:
-            crop = 1.0 - (1.0 - PAPER_CROP_SCALE_MIN) * scale
-        decay_epochs = self.lr_decay_epochs
-        if decay_epochs is None:
-            decay_epochs = round(PAPER_LR_DECAY_EPOCHS * self.epochs / PAPER_EPOCHS, 4)
-        stages = self.stages
-        if stages is None:
-            stages = min(MAX_AUTO_STAGES, max(1, self.epochs // EPOCHS_PER_AUTO_STAGE))
+            crop = round(1.0 - (1.0 - PAPER_CROP_SCALE_MIN) * scale, 6)
         return self.replace(
-            stages=stages,
-            lr=DEFAULT_LR[self.optimizer] if self.lr is None else self.lr,
-            weight_decay=(DEFAULT_WEIGHT_DECAY[self.optimizer] if self.weight_decay is None
-                          else self.weight_decay),
-            warmup_epochs=float(warmup),
-            regularization_scale=float(scale),
+            recipe=name,
             randaug_probability=float(scale if self.randaug_probability is None
                                       else self.randaug_probability),
             crop_scale_min=float(crop),
-            lr_decay_epochs=float(decay_epochs),
+            **{k: v if k in ("optimizer", "lr_decay", "stages") else float(v) for k, v in values.items()},
         )
 
+    def recipe_sources(self) -> Dict[str, str]:
+        """Where each recipe field's value comes from: its flag, or the recipe (and why).
+
+        >>> TrainConfig(epochs=10, lr=0.01).recipe_sources()["lr"]
+        '--lr'
+        >>> TrainConfig(epochs=10).recipe_sources()["optimizer"]
+        'short recipe (auto: 10 epochs < 100)'
+        """
+        name, why = recipes.choose(self.recipe, self.epochs)
+        origin = f"{name} recipe" + ("" if why.startswith("--") else f" ({why})")
+        return {field: f"--{field}" if getattr(self, field) is not None else origin
+                for field in recipes.FIELDS}
+
     def scaled_lr(self) -> float:
-        """The learning rate used at the end of warm-up: lr * batch_size / 256 (adamw: the sqrt)."""
-        lr = DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
-        return scale_lr(lr, self.batch_size, self.optimizer)
+        """The learning rate at the end of warm-up: lr * batch_size / 256 (adamw: the sqrt).
+        Of a resolved config (the recipe sets the optimizer and lr otherwise)."""
+        if self.optimizer is None or self.lr is None:
+            return self.resolve().scaled_lr()
+        return recipes.scale_lr(self.lr, self.batch_size, self.optimizer)
 
-
-def scale_lr(lr_per_256: float, batch_size: int, optimizer: str) -> float:
-    """``lr * batch / 256`` (rmsprop, sgd) or ``lr * sqrt(batch / 256)`` (adamw).
-
-    >>> scale_lr(0.016, 4096, "rmsprop"), round(scale_lr(0.003, 64, "adamw"), 6)
-    (0.256, 0.0015)
-    """
-    ratio = batch_size / 256.0
-    return lr_per_256 * (math.sqrt(ratio) if optimizer in SQRT_LR_SCALING else ratio)
 
 
 def _fail(name, message, value):

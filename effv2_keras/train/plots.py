@@ -55,3 +55,13 @@ def plot_curves(rows: Sequence[dict], stages: Sequence, path: str, eval_size: Op
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def label_wallclock_axes(ax, title: str) -> None:
+    """Title, axis labels, grid and legend of a validation-top-1-against-wall-clock panel
+    (the benchmark tools' plots)."""
+    ax.set_title(title)
+    ax.set_xlabel("wall-clock (minutes, data loading included)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")

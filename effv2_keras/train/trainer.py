@@ -60,6 +60,7 @@ from effv2_keras import augment, data, schedule as schedule_lib
 from effv2_keras.models import build_model, get_spec
 from effv2_keras.train import checkpoint as ckpt_lib
 from effv2_keras.train import optim, plots
+from effv2_keras.train import recipes
 from effv2_keras.train.config import RESUME_KEYS, TrainConfig
 from effv2_keras.train.ema import ExponentialMovingAverage
 from effv2_keras.train.fast import make_twin, set_head_dropout
@@ -162,6 +163,8 @@ class Trainer:
             raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training split "
                               f"({num_train} examples).")
         resolved = config.resolve()
+        self.recipe_reason = recipes.choose(config.recipe, config.epochs)[1]
+        self.recipe_flags = sorted(k for k, v in config.recipe_sources().items() if v.startswith("--"))
         self.schedule = _make_schedule(resolved)
         self.steps_per_epoch = config.steps_per_epoch or num_train // config.batch_size
         self.total_steps = self.steps_per_epoch * self.schedule.total_epochs
@@ -720,6 +723,8 @@ class Trainer:
             f"{self.splits.summary()}",
             f"{self.replicas} replica(s) on {self.device} ({c.strategy} strategy, {self.num_workers} "
             f"worker(s)); precision {c.mixed_precision}; XLA {'on' if self.jit else 'off'}",
+            f"recipe {c.recipe} ({self.recipe_reason}; docs/PROGRESSIVE.md#recipes)"
+            + (f"; given: {', '.join('--' + k for k in self.recipe_flags)}" if self.recipe_flags else ""),
             f"{c.optimizer}, lr {c.lr:g} per 256 -> {c.scaled_lr():g} at batch {c.batch_size}, "
             f"warm-up {c.warmup_epochs:g} epochs, {c.lr_decay} decay"
             f"{f' x{c.lr_decay_rate:g} per {c.lr_decay_epochs:g} epochs' if c.lr_decay == 'exponential' else ''}; "

@@ -32,12 +32,17 @@ def _tiny_folder(root, source):
     return root
 
 
-@pytest.mark.slow
-def test_benchmark_progressive_smoke(tmp_path):
+def tiny_signdigits(tmp_path):
+    """The tiny linked signdigits100 folder, or a skip naming where the photos were looked for."""
     source = SHARED_DATA / "signdigits100"
     if not (source / "train").is_dir():
         pytest.skip(f"real photos not found at {source} (set EFFV2_SHARED_DATA to the shared/data folder)")
-    folder = _tiny_folder(tmp_path / "signdigits_tiny", source)
+    return _tiny_folder(tmp_path / "signdigits_tiny", source)
+
+
+@pytest.mark.slow
+def test_benchmark_progressive_smoke(tmp_path):
+    folder = tiny_signdigits(tmp_path)
     runs = ["progressive", "fixed", "keras"]
     if importlib.util.find_spec("torch") and importlib.util.find_spec("timm"):
         runs.append("timm")

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from effv2_keras.train.config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, TrainConfig
+from effv2_keras.train.config import TrainConfig
+from effv2_keras.train.recipes import BASE_LR as DEFAULT_LR
+from effv2_keras.train.recipes import WEIGHT_DECAY as DEFAULT_WEIGHT_DECAY
 
 
 def test_defaults_validate_and_round_trip(tmp_path):
@@ -73,8 +75,11 @@ def test_resolve_fills_optimizer_defaults():
     for name in ("rmsprop", "sgd", "adamw"):
         resolved = TrainConfig(optimizer=name, epochs=30).resolve()
         assert resolved.lr == DEFAULT_LR[name]
-        assert resolved.weight_decay == DEFAULT_WEIGHT_DECAY[name]
-        assert resolved.warmup_epochs == 3.0  # 10% of 30 epochs
+        assert resolved.weight_decay == (0.01 if name == "adamw" else DEFAULT_WEIGHT_DECAY[name])
+        paper = TrainConfig(optimizer=name, epochs=30, recipe="paper").resolve()
+        assert paper.weight_decay == DEFAULT_WEIGHT_DECAY[name]
+        assert resolved.warmup_epochs == 0.0  # the short recipe: no warm-up
+        assert TrainConfig(optimizer=name, epochs=30, recipe="paper").resolve().warmup_epochs == 3.0
     assert TrainConfig(epochs=350).resolve().warmup_epochs == 5.0  # the paper's 5
     explicit = TrainConfig(lr=0.5, weight_decay=0.0, warmup_epochs=0.0).resolve()
     assert (explicit.lr, explicit.weight_decay, explicit.warmup_epochs) == (0.5, 0.0, 0.0)
@@ -82,7 +87,7 @@ def test_resolve_fills_optimizer_defaults():
 
 def test_scaled_lr_is_linear_in_batch():
     assert TrainConfig(optimizer="rmsprop", batch_size=4096).scaled_lr() == pytest.approx(0.256)
-    assert TrainConfig(lr=0.1, batch_size=64).scaled_lr() == pytest.approx(0.025)
+    assert TrainConfig(optimizer="sgd", lr=0.1, batch_size=64).scaled_lr() == pytest.approx(0.025)
 
 
 def test_adamw_scales_lr_by_the_square_root_of_the_batch():
@@ -93,7 +98,8 @@ def test_adamw_scales_lr_by_the_square_root_of_the_batch():
     assert TrainConfig(optimizer="sgd", lr=0.1, batch_size=32).scaled_lr() == pytest.approx(0.1 / 8)
 
 
-@pytest.mark.parametrize("epochs, scale", [(1, 0.01), (10, 0.1), (50, 0.5), (100, 1.0), (350, 1.0)])
+@pytest.mark.parametrize("epochs, scale", [(1, 0.0001), (10, 0.01), (30, 0.09), (50, 0.25), (99, 0.9801),
+                                           (100, 1.0), (350, 1.0)])
 def test_regularization_grows_with_the_length_of_the_run(epochs, scale):
     c = TrainConfig(epochs=epochs, stages=1).resolve()
     assert c.regularization_scale == pytest.approx(scale)
@@ -105,7 +111,7 @@ def test_explicit_regularization_flags_win_over_the_scale():
     c = TrainConfig(epochs=10, regularization_scale=1.0).resolve()
     assert (c.regularization_scale, c.randaug_probability, c.crop_scale_min) == (1.0, 1.0, pytest.approx(0.08))
     c = TrainConfig(epochs=10, randaug_probability=0.5, crop_scale_min=0.25).resolve()
-    assert (c.regularization_scale, c.randaug_probability, c.crop_scale_min) == (0.1, 0.5, 0.25)
+    assert (c.regularization_scale, c.randaug_probability, c.crop_scale_min) == (0.01, 0.5, 0.25)
 
 
 @pytest.mark.parametrize("epochs, stages", [(10, 1), (30, 1), (50, 2), (99, 3), (100, 4), (350, 4)])
@@ -117,9 +123,9 @@ def test_default_number_of_stages_gives_each_stage_25_epochs(epochs, stages):
 def test_default_mixup_is_scaled_but_a_given_one_is_not():
     from effv2_keras.train.trainer import _make_schedule
 
-    # EfficientNetV2-M's Table 6 Mixup is 0 -> 0.2; a 10-epoch run gets a tenth of it.
-    short = _make_schedule(TrainConfig(model="efficientnetv2-m", epochs=10, stages=2).resolve())
-    assert [s.mixup_alpha for s in short.stages] == [0.0, pytest.approx(0.02)]
+    # EfficientNetV2-M's Table 6 Mixup is 0 -> 0.2; a 30-epoch run gets (30 / 100) ** 2 of it.
+    short = _make_schedule(TrainConfig(model="efficientnetv2-m", epochs=30, stages=2).resolve())
+    assert [s.mixup_alpha for s in short.stages] == [0.0, pytest.approx(0.018)]
     assert [s.randaug_magnitude for s in short.stages] == [5.0, 20.0]  # magnitudes stay Table 6's
     full = _make_schedule(TrainConfig(model="efficientnetv2-m", epochs=10, stages=2,
                                       regularization_scale=1.0).resolve())
@@ -127,3 +133,64 @@ def test_default_mixup_is_scaled_but_a_given_one_is_not():
     given = _make_schedule(TrainConfig(model="efficientnetv2-m", epochs=10, stages=2,
                                        mixup_min=0.1, mixup_max=0.3).resolve())
     assert [s.mixup_alpha for s in given.stages] == [pytest.approx(0.1), pytest.approx(0.3)]
+
+
+# -- recipes -------------------------------------------------------------------------------------
+
+from effv2_keras.train import recipes  # noqa: E402
+
+
+def test_a_short_run_gets_the_short_recipe():
+    c = TrainConfig(epochs=30).resolve()
+    short = recipes.defaults("short", 30)
+    assert c.recipe == "short"
+    assert {k: getattr(c, k) for k in recipes.FIELDS} == pytest.approx(short)
+    assert TrainConfig(epochs=30).recipe_sources()["optimizer"] == "short recipe (auto: 30 epochs < 100)"
+    # the short recipe is scaled to the run: regularization and stages grow with its length
+    assert recipes.defaults("short", 10)["regularization_scale"] == pytest.approx(0.01)
+    assert short["optimizer"] == "adamw" and short["lr_decay"] == "constant"
+    assert (short["warmup_epochs"], short["ema_decay"], short["label_smoothing"]) == (0.0, 0.0, 0.0)
+    assert c.scaled_lr() == pytest.approx(0.003 * (64 / 256) ** 0.5)  # 1.5e-3 at the default batch 64
+    assert recipes.defaults("short", 50)["stages"] == 2
+
+
+def test_a_long_run_and_recipe_paper_get_the_papers_recipe():
+    paper = dict(optimizer="rmsprop", lr=0.016, weight_decay=1e-5, lr_decay="exponential",
+                 lr_decay_epochs=2.4, ema_decay=0.9999, label_smoothing=0.1, regularization_scale=1.0)
+    for config in (TrainConfig(epochs=350), TrainConfig(epochs=10, recipe="paper")):
+        c = config.resolve()
+        assert c.recipe == "paper"
+        assert {k: getattr(c, k) for k in paper} == pytest.approx(paper)
+        assert c.crop_scale_min == pytest.approx(0.08) and c.randaug_probability == 1.0
+    assert TrainConfig(epochs=350).resolve().stages == 4
+    assert TrainConfig(epochs=350).resolve().warmup_epochs == 5.0
+    assert TrainConfig(epochs=2, recipe="paper").resolve().stages == 2  # a stage needs an epoch
+    assert TrainConfig(epochs=10, recipe="paper").recipe_sources()["stages"] == "paper recipe"
+
+
+@pytest.mark.parametrize("recipe", ["auto", "short", "paper"])
+def test_given_flags_win_over_every_recipe(recipe):
+    given = dict(optimizer="sgd", lr=0.05, weight_decay=0.0, warmup_epochs=0.0, lr_decay="constant",
+                 lr_decay_epochs=1.0, ema_decay=0.0, label_smoothing=0.0, regularization_scale=0.5,
+                 stages=2)
+    c = TrainConfig(epochs=20, recipe=recipe, **given).resolve()
+    assert {k: getattr(c, k) for k in given} == given
+    assert set(TrainConfig(epochs=20, recipe=recipe, **given).recipe_sources().values()) == {
+        f"--{k}" for k in given}
+    # an optimizer flag alone takes that optimizer's learning rate and decay from the recipe
+    c = TrainConfig(epochs=20, recipe=recipe, optimizer="rmsprop").resolve()
+    assert (c.lr, c.weight_decay) == (0.016, 1e-5)
+
+
+def test_resolution_is_idempotent_and_saved_with_its_recipe(tmp_path):
+    c = TrainConfig(epochs=30).resolve()
+    assert c.resolve() == c
+    c.save(str(tmp_path / "config.json"))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["recipe"] == "short" and saved["optimizer"] == c.optimizer
+    assert all(saved[k] is not None for k in recipes.FIELDS)
+
+
+def test_a_bad_recipe_names_the_flag():
+    with pytest.raises(ValueError, match=r"^--recipe: must be one of auto, short, paper"):
+        TrainConfig(recipe="fast").validate()

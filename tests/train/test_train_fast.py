@@ -151,7 +151,8 @@ def test_one_trainer_step_fast_equals_stock(tmp_path):
     from effv2_keras.train.trainer import Trainer
 
     trainers = [Trainer(tiny_config(tmp_path / str(fast), epochs=1, stages=1, steps_per_epoch=1, drop_path=0.0,
-                                    dropout_min=0.0, dropout_max=0.0, fast_step=fast))
+                                    dropout_min=0.0, dropout_max=0.0, fast_step=fast,
+                                    recipe="paper", regularization_scale=0.01))
                 for fast in (False, True)]
     stock, fast = trainers
     assert fast.l2 > 0 and fast.ema is not None and type(fast.optimizer).__name__ == "FusedRMSprop"

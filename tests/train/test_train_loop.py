@@ -116,8 +116,8 @@ def test_each_stage_has_its_dropout_randaugment_and_mixup(run):
     assert [b["dropout"] for b in rec.batches] == [pytest.approx(0.1)] * 4 + [pytest.approx(0.3)] * 4
     assert [b["dropout_in_graph"] for b in rec.batches] == [pytest.approx(0.1)] * 4 + [pytest.approx(0.3)] * 4
     # the pipelines were built with the stage's RandAugment magnitude and Mixup alpha
-    # 4 epochs: regularization scale 0.04, so RandAugment touches 4% of the images
-    assert calls["image"] == [(2.0, 2, pytest.approx(0.04)), (6.0, 2, pytest.approx(0.04))]
+    # 4 epochs, short recipe: regularization scale (4 / 100) ** 2, the share of images RandAugment touches
+    assert calls["image"] == [(2.0, 2, pytest.approx(0.0016)), (6.0, 2, pytest.approx(0.0016))]
     assert calls["batch"] == [(0.0, 0.0, 0.0), (0.4, 0.0, 0.0)]
     # ...and the labels show it: exactly one-hot without Mixup, mixed with it
     first = np.concatenate([b["labels"] for b in rec.batches[:4]])
@@ -165,6 +165,11 @@ def test_resolved_config_schedule_plot_and_tensorboard(run):
     saved = TrainConfig.load(os.path.join(out, "config.json"))
     assert saved == trainer.config
     assert saved.lr == 0.016 and saved.weight_decay == 1e-5 and saved.steps_per_epoch == 2
+    # the recipe that ran is saved, and the header says which one, why, and what overrode it
+    assert saved.recipe == "short" and saved.regularization_scale == pytest.approx(0.0016)
+    header = trainer._header()
+    assert "recipe short (auto: 4 epochs < 100; docs/PROGRESSIVE.md#recipes); given: --ema_decay, " \
+           "--label_smoothing, --lr_decay, --optimizer, --stages, --warmup_epochs" in header
     assert (saved.min_size, saved.max_size, saved.eval_size) == (32, 48, 48)
     assert saved.jit_compile == "auto" and trainer.device == "cpu" and trainer.jit is False  # XLA off on CPU
     schedule = json.loads(open(os.path.join(out, "schedule.json")).read())
@@ -362,3 +367,63 @@ def test_sigkill_in_stage_two_then_resume_matches_the_uninterrupted_run(run, kil
     final = ckpt_lib.read_state(ckpt_lib.CheckpointManager(str(out / "checkpoints")).list()[-1][1])
     assert final["global_step"] == reference.global_step == 8 and final["stage"] == 1
     assert (out / "model.keras").exists()
+
+
+def test_a_stage_change_under_the_default_recipe_keeps_the_optimizer_and_the_lr(tmp_path, monkeypatch):
+    """The short recipe's defaults (AdamW, constant rate): only --stages and the tiny sizes are given."""
+    magnitudes = []
+    real_image = augment.make_image_augmenter
+
+    def spy_image(magnitude, num_ops=2, seed=None, probability=1.0):
+        magnitudes.append(magnitude)
+        return real_image(magnitude, num_ops, seed=seed, probability=probability)
+
+    monkeypatch.setattr(augment, "make_image_augmenter", spy_image)
+
+    class Slots(Recorder):
+        def __init__(self):
+            super().__init__()
+            self.snapshots = {}
+
+        def _snapshot(self, trainer):
+            optimizer = trainer.optimizer
+            return (int(optimizer.iterations.numpy()),
+                    [v.numpy().copy() for v in optimizer.variables if v.shape.rank])
+
+        def on_epoch_end(self, trainer, epoch, row):
+            super().on_epoch_end(trainer, epoch, row)
+            if epoch == 1:  # the last epoch of stage 1
+                self.snapshots["end of stage 1"] = self._snapshot(trainer)
+
+        def on_train_batch_begin(self, trainer, step, images, labels):
+            super().on_train_batch_begin(trainer, step, images, labels)
+            if step == 4:  # the first step of stage 2
+                self.snapshots["start of stage 2"] = self._snapshot(trainer)
+
+    rec = Slots()
+    trainer = Trainer(tiny_config(tmp_path / "run", epochs=4, stages=2, steps_per_epoch=2, log_every=1),
+                      callbacks=[rec])
+    trainer.fit()
+    c = trainer.config
+    assert (c.recipe, c.optimizer, c.lr_decay, c.warmup_epochs) == ("short", "adamw", "constant", 0.0)
+    # the optimizer state crosses the stage change untouched: same step count, same slots
+    (it_end, slots_end), (it_start, slots_start) = (rec.snapshots["end of stage 1"],
+                                                    rec.snapshots["start of stage 2"])
+    assert it_end == it_start == 4
+    assert len(slots_end) == len(slots_start) > 0
+    for before, after in zip(slots_end, slots_start):
+        np.testing.assert_array_equal(before, after)
+    assert any(np.abs(s).max() > 0 for s in slots_start)  # AdamW's moments carry what stage 1 learned
+    # the learning rate is one schedule over the global steps, the recipe's constant rate at
+    # every step: no warm-up restart at step 4, the first of stage 2
+    lrs = [s["lr"] for s in rec.steps]
+    np.testing.assert_allclose(lrs, [trainer.lr_schedule.value(t) for t in range(8)], rtol=1e-6)
+    np.testing.assert_allclose(lrs, [c.scaled_lr()] * 8, rtol=1e-6)
+    assert c.scaled_lr() == pytest.approx(0.003 * (16 / 256) ** 0.5)
+    # Algorithm 1: each stage trains with its own dropout and RandAugment magnitude
+    stages = trainer.schedule.stages
+    assert [b["dropout"] for b in rec.batches] == (
+        [pytest.approx(stages[0].dropout)] * 4 + [pytest.approx(stages[1].dropout)] * 4)
+    assert stages[0].dropout < stages[1].dropout
+    assert magnitudes == [stages[0].randaug_magnitude, stages[1].randaug_magnitude]
+    assert stages[0].randaug_magnitude < stages[1].randaug_magnitude

@@ -43,7 +43,7 @@ def test_cosine_and_constant():
 
 def test_schedule_of_a_config_scales_lr_and_counts_epochs_in_steps():
     config = TrainConfig(optimizer="rmsprop", batch_size=512, epochs=10, warmup_epochs=2.0,
-                         lr_decay_epochs=2.4).resolve()
+                         lr_decay="exponential", lr_decay_epochs=2.4).resolve()
     s = optim.make_lr_schedule(config, steps_per_epoch=100, total_steps=1000)
     assert s.peak_lr == pytest.approx(0.016 * 2)  # 0.016 per 256 images
     assert s.warmup_steps == 200
@@ -98,11 +98,13 @@ def test_schedule_of_an_adamw_config_uses_sqrt_scaling():
     assert s.peak_lr == pytest.approx(0.003 * 0.5)  # sqrt(64 / 256)
 
 
-def test_default_decay_is_the_official_350_epoch_schedule_compressed_to_the_run():
-    # 0.97 every 2.4 epochs over 350 epochs ends at 0.97 ** (350 / 2.4) = 1.2% of the peak;
-    # a 35-epoch run decays 0.97 every 0.24 epochs and ends at the same fraction.
+def test_exponential_decay_is_the_official_350_epoch_schedule_compressed_to_the_run():
+    # 0.97 every 2.4 epochs over 350 epochs (the paper recipe) ends at 0.97 ** (350 / 2.4) = 1.2% of
+    # the peak; a 35-epoch run asking for --lr_decay exponential decays 0.97 every 0.24 epochs and
+    # ends at the same fraction.
     for epochs in (350, 35):
-        config = TrainConfig(optimizer="rmsprop", batch_size=256, epochs=epochs, warmup_epochs=0.0).resolve()
+        config = TrainConfig(optimizer="rmsprop", batch_size=256, epochs=epochs, warmup_epochs=0.0,
+                             lr_decay="exponential").resolve()
         assert config.lr_decay_epochs == pytest.approx(2.4 * epochs / 350)
         total = epochs * 100
         s = optim.make_lr_schedule(config, steps_per_epoch=100, total_steps=total)
