@@ -22,7 +22,7 @@ import math
 from typing import Any, Dict, Optional
 
 from effv2_keras.train import recipes
-from effv2_keras.train.recipes import MIN_IMAGE_SIZE, PAPER_CROP_SCALE_MIN, RECIPES
+from effv2_keras.train.recipes import PAPER_CROP_SCALE_MIN, RECIPES
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 LR_DECAYS = ("exponential", "cosine", "constant")
@@ -30,6 +30,7 @@ MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_COMPILE = ("auto", "true", "false")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 SELECT = ("best", "last")
+MIN_IMAGE_SIZE = 32  # the network has stride 32
 
 # Changing any of these makes a checkpoint belong to a different run.
 RESUME_KEYS = ("model", "width", "depth", "data", "val_fraction", "epochs", "stages",

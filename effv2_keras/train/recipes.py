@@ -12,7 +12,7 @@ Two recipes, chosen by ``--recipe`` (``TrainConfig.recipe``):
   5 warm-up epochs, x0.97 every 2.4 epochs, EMA 0.9999, Table 6's regularization, 4
   progressive stages);
 * ``auto`` (the default): ``short`` below ``SHORT_RUN_EPOCHS`` epochs, else ``paper``
-  (the short recipe was measured on runs of 10-30 epochs only).
+  (the short recipe was measured on 10-epoch runs only).
 
 A flag that is given always wins over the recipe. ``TrainConfig.resolve()`` fills the
 rest and names the recipe in ``config.json``; ``recipe_sources()`` says where each
@@ -31,7 +31,6 @@ from typing import Dict, Optional, Tuple
 
 RECIPES = ("auto", "short", "paper")
 SHORT_RUN_EPOCHS = 100
-MIN_IMAGE_SIZE = 32  # the network has stride 32
 
 # Base learning rate per 256 images. RMSProp and SGD scale it linearly, lr * batch_size / 256
 # (the paper's 0.016 * batch / 256 for RMSProp); AdamW by the square root,
@@ -55,7 +54,7 @@ PAPER_STAGES = 4
 # min(1, epochs / 100) ** 2 of it (1% at 10 epochs, 9% at 30, 25% at 50, all of it at 100).
 FULL_REGULARIZATION_EPOCHS = 100
 # The paper's recipe warms up for 5 epochs, or 10% of a shorter run.
-SHORT_WARMUP_FRACTION = 0.1
+PAPER_WARMUP_FRACTION = 0.1
 # The short recipe (docs/PROGRESSIVE.md, "Recipes"): AdamW at timm's 1e-3 for batch 32 with
 # torch's default decoupled decay, a constant rate, no warm-up, no EMA, no label smoothing,
 # and the paper's regularization scaled by (epochs / 100) ** 2: in the measured 10-epoch runs
@@ -92,7 +91,7 @@ def defaults(recipe: str, epochs: int, optimizer: Optional[str] = None) -> Dict[
         optimizer = optimizer or "rmsprop"
         return {
             "optimizer": optimizer, "lr": BASE_LR[optimizer], "weight_decay": WEIGHT_DECAY[optimizer],
-            "warmup_epochs": min(PAPER_WARMUP_EPOCHS, epochs * SHORT_WARMUP_FRACTION),
+            "warmup_epochs": min(PAPER_WARMUP_EPOCHS, epochs * PAPER_WARMUP_FRACTION),
             "lr_decay": "exponential", "lr_decay_epochs": PAPER_LR_DECAY_EPOCHS,
             "ema_decay": 0.9999, "label_smoothing": 0.1, "regularization_scale": 1.0,
             "stages": min(PAPER_STAGES, epochs),
