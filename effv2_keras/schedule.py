@@ -36,7 +36,7 @@ L the paper's Table 6). Decisions, and where this differs from the official code
   350 over 4 stages -> 88, 88, 87, 87.
 
 Example:
-    >>> s = make_schedule("efficientnetv2-s", total_epochs=350)
+    >>> s = make_schedule("efficientnetv2-s", epochs=350)
     >>> [st.image_size for st in s.stages], [st.epochs for st in s.stages]
     ([128, 184, 240, 300], [88, 88, 87, 87])
     >>> s.stage_for_epoch(176).index, s.first_epoch(2)
@@ -110,7 +110,7 @@ class ProgressiveSchedule:
                 )
 
     @property
-    def total_epochs(self) -> int:
+    def epochs(self) -> int:
         return sum(stage.epochs for stage in self.stages)
 
     def first_epoch(self, stage_index: int) -> int:
@@ -128,10 +128,10 @@ class ProgressiveSchedule:
         """The stage that global 0-based ``epoch`` belongs to."""
         if isinstance(epoch, bool) or not isinstance(epoch, int):
             raise ValueError(f"epoch must be an int, got {epoch!r}.")
-        if not 0 <= epoch < self.total_epochs:
+        if not 0 <= epoch < self.epochs:
             raise ValueError(
-                f"epoch {epoch} out of range: the schedule has {self.total_epochs} "
-                f"epochs (0..{self.total_epochs - 1})."
+                f"epoch {epoch} out of range: the schedule has {self.epochs} "
+                f"epochs (0..{self.epochs - 1})."
             )
         end = 0
         for stage in self.stages:
@@ -143,17 +143,17 @@ class ProgressiveSchedule:
     def to_dict(self) -> dict:
         """A JSON-able dict; ``from_dict(to_dict())`` gives an equal schedule."""
         return {
-            "total_epochs": self.total_epochs,
+            "epochs": self.epochs,
             "stages": [dataclasses.asdict(stage) for stage in self.stages],
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProgressiveSchedule":
-        """Inverse of ``to_dict``. Unknown keys are errors; ``total_epochs`` is checked."""
+        """Inverse of ``to_dict``. Unknown keys are errors; ``epochs`` is checked."""
         if not isinstance(d, dict):
             raise ValueError(
                 f"ProgressiveSchedule.from_dict expects a dict, got {type(d).__name__}.")
-        unknown = set(d) - {"stages", "total_epochs"}
+        unknown = set(d) - {"stages", "epochs"}
         if unknown:
             raise ValueError(f"Unknown schedule keys: {sorted(unknown)}.")
         if "stages" not in d:
@@ -180,10 +180,10 @@ class ProgressiveSchedule:
                 values[name] = value
             stages.append(Stage(**values))
         schedule = cls(tuple(stages))
-        if "total_epochs" in d and d["total_epochs"] != schedule.total_epochs:
+        if "epochs" in d and d["epochs"] != schedule.epochs:
             raise ValueError(
-                f"Schedule dict says total_epochs={d['total_epochs']} but its stages "
-                f"sum to {schedule.total_epochs}."
+                f"Schedule dict says epochs={d['epochs']} but its stages "
+                f"sum to {schedule.epochs}."
             )
         return schedule
 
@@ -203,7 +203,7 @@ class ProgressiveSchedule:
                 f"{s.cutmix_alpha:>6.3f}  {s.dropout:>7.4f}"
             )
             start += s.epochs
-        lines.append(f"{len(self.stages)} stages, {self.total_epochs} epochs")
+        lines.append(f"{len(self.stages)} stages, {self.epochs} epochs")
         return "\n".join(lines)
 
 
@@ -244,8 +244,8 @@ def _round_to_multiple(x: float, multiple: int) -> int:
 
 def make_schedule(
     model: str = "efficientnetv2-s",
-    total_epochs: int = 350,
-    num_stages: int = 4,
+    epochs: int = 350,
+    stages: int = 4,
     image_size: Optional[Tuple[int, int]] = None,
     randaug_magnitude: Optional[Tuple[float, float]] = None,
     mixup_alpha: Optional[Tuple[float, float]] = None,
@@ -259,13 +259,13 @@ def make_schedule(
     ``get_spec(model).progressive`` (CutMix: (0, 0)). Invalid arguments raise
     ValueError naming the argument.
     """
-    for name, value in (("total_epochs", total_epochs), ("num_stages", num_stages),
+    for name, value in (("epochs", epochs), ("stages", stages),
                         ("size_multiple", size_multiple)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if total_epochs < num_stages:
+    if epochs < stages:
         raise ValueError(
-            f"total_epochs ({total_epochs}) must be >= num_stages ({num_stages}): "
+            f"epochs ({epochs}) must be >= stages ({stages}): "
             "every stage needs at least one epoch."
         )
     defaults = get_spec(model).progressive
@@ -279,23 +279,41 @@ def make_schedule(
     cutmixes = _check_range("cutmix_alpha", (0.0, 0.0) if cutmix_alpha is None else cutmix_alpha)
     dropouts = _check_range("dropout", defaults.dropout if dropout is None else dropout, upper=1.0)
 
-    base, extra = divmod(total_epochs, num_stages)
-    stages = []
-    for i in range(num_stages):
-        if num_stages == 1 or i == num_stages - 1:
+    base, extra = divmod(epochs, stages)
+    built = []
+    for i in range(stages):
+        if stages == 1 or i == stages - 1:
             size = sizes[1]
         elif i == 0:
             size = sizes[0]
         else:
-            size = _round_to_multiple(_lerp(*sizes, i, num_stages), size_multiple)
+            size = _round_to_multiple(_lerp(*sizes, i, stages), size_multiple)
             size = min(max(size, sizes[0]), sizes[1])  # rounding never leaves [min, max]
-        stages.append(Stage(
+        built.append(Stage(
             index=i,
             epochs=base + (1 if i < extra else 0),
             image_size=int(size),
-            randaug_magnitude=_lerp(*magnitudes, i, num_stages),
-            mixup_alpha=_lerp(*mixups, i, num_stages),
-            cutmix_alpha=_lerp(*cutmixes, i, num_stages),
-            dropout=_lerp(*dropouts, i, num_stages),
+            randaug_magnitude=_lerp(*magnitudes, i, stages),
+            mixup_alpha=_lerp(*mixups, i, stages),
+            cutmix_alpha=_lerp(*cutmixes, i, stages),
+            dropout=_lerp(*dropouts, i, stages),
         ))
-    return ProgressiveSchedule(tuple(stages))
+    return ProgressiveSchedule(tuple(built))
+
+
+def from_config(config) -> ProgressiveSchedule:
+    """The schedule of a resolved ``TrainConfig`` (``config.resolve(...)``): its variant, epochs,
+    stages and the five (min, max) ranges, nothing filled here.
+
+    >>> from effv2_keras.train import TrainConfig
+    >>> s = from_config(TrainConfig(epochs=6, stages=3, max_size=96).resolve())
+    >>> [st.image_size for st in s.stages], [st.epochs for st in s.stages]
+    ([64, 80, 96], [2, 2, 2])
+    """
+    return make_schedule(
+        config.model, config.epochs, config.stages,
+        image_size=(config.min_size, config.max_size),
+        randaug_magnitude=(config.randaug_min, config.randaug_max),
+        mixup_alpha=(config.mixup_min, config.mixup_max),
+        cutmix_alpha=(config.cutmix_min, config.cutmix_max),
+        dropout=(config.dropout_min, config.dropout_max))

@@ -37,7 +37,7 @@ TABLE6 = {
 
 @pytest.mark.parametrize("model", sorted(TABLE6))
 def test_table6_per_stage_values(model):
-    schedule = make_schedule(model, total_epochs=350, num_stages=4)
+    schedule = make_schedule(model, epochs=350, stages=4)
     expected = TABLE6[model]
     assert [s.index for s in schedule.stages] == [0, 1, 2, 3]
     assert [s.image_size for s in schedule.stages] == expected["image_size"]
@@ -65,20 +65,20 @@ def test_unrounded_sizes_with_size_multiple_1():
 
 
 def test_rounded_sizes_stay_within_range():
-    schedule = make_schedule(image_size=(128, 135), num_stages=4, total_epochs=4)
+    schedule = make_schedule(image_size=(128, 135), stages=4, epochs=4)
     sizes = [s.image_size for s in schedule.stages]
     assert sizes == sorted(sizes) and min(sizes) == 128 and max(sizes) == 135
 
 
 def test_single_stage_uses_max_values():
-    schedule = make_schedule("efficientnetv2-m", total_epochs=10, num_stages=1)
+    schedule = make_schedule("efficientnetv2-m", epochs=10, stages=1)
     (stage,) = schedule.stages
     assert (stage.epochs, stage.image_size, stage.randaug_magnitude, stage.mixup_alpha,
             stage.dropout) == (10, 380, 20.0, 0.2, 0.4)
 
 
 def test_explicit_ranges_override_defaults():
-    schedule = make_schedule("efficientnetv2-b0", total_epochs=6, num_stages=3,
+    schedule = make_schedule("efficientnetv2-b0", epochs=6, stages=3,
                              image_size=(96, 160), randaug_magnitude=(0, 10),
                              mixup_alpha=(0.0, 0.2), cutmix_alpha=(0.0, 1.0), dropout=(0.0, 0.2))
     assert [s.image_size for s in schedule.stages] == [96, 128, 160]
@@ -96,13 +96,13 @@ def test_explicit_ranges_override_defaults():
     (7, 3, [3, 2, 2]),
 ])
 def test_epoch_split(total, stages, expected):
-    schedule = make_schedule(total_epochs=total, num_stages=stages)
+    schedule = make_schedule(epochs=total, stages=stages)
     assert [s.epochs for s in schedule.stages] == expected
-    assert schedule.total_epochs == total
+    assert schedule.epochs == total
 
 
 def test_stage_for_epoch_and_first_epoch_boundaries():
-    schedule = make_schedule(total_epochs=10, num_stages=4)  # epochs 3, 3, 2, 2
+    schedule = make_schedule(epochs=10, stages=4)  # epochs 3, 3, 2, 2
     assert [schedule.first_epoch(i) for i in range(4)] == [0, 3, 6, 8]
     expected = [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]
     assert [schedule.stage_for_epoch(e).index for e in range(10)] == expected
@@ -117,7 +117,7 @@ def test_stage_for_epoch_and_first_epoch_boundaries():
 
 
 def test_dict_round_trip_through_json():
-    schedule = make_schedule("efficientnetv2-l", total_epochs=350, cutmix_alpha=(0.0, 0.4))
+    schedule = make_schedule("efficientnetv2-l", epochs=350, cutmix_alpha=(0.0, 0.4))
     text = json.dumps(schedule.to_dict())
     again = ProgressiveSchedule.from_dict(json.loads(text))
     assert again == schedule
@@ -127,11 +127,11 @@ def test_dict_round_trip_through_json():
 
 
 def test_from_dict_rejects_bad_input():
-    d = make_schedule(total_epochs=8).to_dict()
+    d = make_schedule(epochs=8).to_dict()
     with pytest.raises(ValueError, match="Unknown schedule keys"):
         ProgressiveSchedule.from_dict({**d, "lr": 0.1})
-    with pytest.raises(ValueError, match="total_epochs=9"):
-        ProgressiveSchedule.from_dict({**d, "total_epochs": 9})
+    with pytest.raises(ValueError, match="epochs=9"):
+        ProgressiveSchedule.from_dict({**d, "epochs": 9})
     bad = json.loads(json.dumps(d))
     bad["stages"][1]["index"] = 5
     with pytest.raises(ValueError, match="index"):
@@ -143,7 +143,7 @@ def test_from_dict_rejects_bad_input():
 
 
 def test_table_lists_every_stage():
-    schedule = make_schedule("efficientnetv2-s", total_epochs=350)
+    schedule = make_schedule("efficientnetv2-s", epochs=350)
     table = schedule.table()
     lines = table.splitlines()
     assert "image" in lines[0] and "dropout" in lines[0]
@@ -153,9 +153,9 @@ def test_table_lists_every_stage():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(total_epochs=3, num_stages=4), "total_epochs \\(3\\) must be >= num_stages \\(4\\)"),
-    (dict(num_stages=0), "num_stages"),
-    (dict(total_epochs=0), "total_epochs"),
+    (dict(epochs=3, stages=4), "epochs \\(3\\) must be >= stages \\(4\\)"),
+    (dict(stages=0), "stages"),
+    (dict(epochs=0), "epochs"),
     (dict(size_multiple=0), "size_multiple"),
     (dict(image_size=(300, 128)), "image_size.*min <= max"),
     (dict(image_size=(0, 128)), "image_size"),

@@ -27,15 +27,15 @@ import platform
 import sys
 import time
 
-import keras
-import numpy as np
-import tensorflow as tf
-from absl import app, flags
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import effv2_keras  # noqa: E402
-from effv2_keras import data  # noqa: E402
+import effv2_keras  # noqa: E402  (first: it picks TensorFlow's CPU kernels before TF loads)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from effv2_keras import cpu_kernels, data  # noqa: E402
 from effv2_keras.models.constructors import constructor_name  # noqa: E402
 from effv2_keras.train import optim  # noqa: E402
 from effv2_keras.train.fast import make_twin  # noqa: E402
@@ -224,7 +224,7 @@ class TimmContender:
 def make_contenders(name, size, precision, splits, data_spec):
     timm = None
     if "timm" in FLAGS.contenders:
-        from effv2_keras.models.timm_import import import_timm
+        from timm_import import import_timm
 
         timm = import_timm()
         if timm is None:
@@ -329,7 +329,7 @@ def main(argv):
     apply_process_levers()
     rows = train_step_benchmark() if FLAGS.train_step else model_benchmark()
     if FLAGS.out:
-        meta = dict(machine=platform.machine(), processor=platform.processor(), cpu_count=os.cpu_count(),
+        meta = dict(**cpu_kernels.machine_facts(), processor=platform.processor(),
                     tensorflow=tf.__version__, keras=keras.__version__, rounds=FLAGS.rounds,
                     steps=FLAGS.steps, argv=sys.argv[1:], inter_op=FLAGS.inter_op, intra_op=FLAGS.intra_op,
                     data_threads=FLAGS.data_threads, grappler_bf16=FLAGS.grappler_bf16,

@@ -49,6 +49,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+import keras  # noqa: E402
 
 RUNS = ("progressive", "fixed", "keras", "timm")
 PEERS = ("keras", "timm")
@@ -112,26 +113,18 @@ def split_view(root: str, val_fraction: float, seed: int, into: str) -> Dict[str
 # -- the package's Trainer (progressive and fixed) ------------------------------------------------
 
 
-class _Timeline:
+class _Timeline(keras.callbacks.Callback):
     """Trainer callback: (seconds since the run started, val top-1) at every epoch end."""
 
     def __init__(self, start: float):
+        super().__init__()
         self.start, self.epochs = start, []
 
-    def on_stage_begin(self, trainer, stage):
-        pass
-
-    def on_train_batch_begin(self, trainer, step, images, labels):
-        pass
-
-    def on_train_batch_end(self, trainer, step, logs):
-        pass
-
-    def on_epoch_end(self, trainer, epoch, row):
+    def on_epoch_end(self, epoch, logs=None):
         self.epochs.append({"epoch": epoch + 1, "seconds": time.time() - self.start,
-                            "val_top1": row["val_top1"], "image_size": row["image_size"],
-                            "stage": row["stage"], "train_images_per_s": row["images_per_sec"],
-                            "epoch_train_seconds": row["epoch_seconds"]})
+                            "val_top1": logs.get("val_top1"), "image_size": logs["image_size"],
+                            "stage": logs["stage"], "train_images_per_s": logs["images_per_sec"],
+                            "epoch_train_seconds": logs["epoch_seconds"]})
 
 
 def run_trainer(kind: str, view: str, out_dir: str) -> dict:
@@ -309,7 +302,7 @@ def _decode_folder(folder: str, size: int):
 
 
 def run_timm(splits: Dict[str, str], budget: float) -> Optional[dict]:
-    from effv2_keras.models.timm_import import import_timm
+    from timm_import import import_timm
 
     timm = import_timm()
     if timm is None:

@@ -125,9 +125,11 @@ def _timeline(start: float):
 
     class Timeline(Callback):
         def __init__(self):
+            super().__init__()
             self.epochs = []
 
-        def on_epoch_end(self, trainer, epoch, row):
+        def on_epoch_end(self, epoch, logs=None):
+            row = logs
             self.epochs.append({"epoch": epoch + 1, "seconds": time.time() - start,
                                 "val_top1": row["val_top1"], "image_size": row["image_size"],
                                 "train_images_per_s": row["images_per_sec"]})

@@ -22,12 +22,13 @@ import sys
 import tempfile
 import time
 
-import tensorflow as tf
-from absl import app, flags
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from effv2_keras import data  # noqa: E402
+import effv2_keras  # noqa: E402,F401  (first: it picks TensorFlow's CPU kernels before TF loads)
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from effv2_keras import cpu_kernels, data  # noqa: E402
 from step_harness import OneStageRun, default_data_spec  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -180,7 +181,8 @@ def main(argv):
     print_tables(by_type, by_part, FLAGS.steps, wall, pipeline_seconds)
     if FLAGS.out:
         with open(FLAGS.out, "w") as f:
-            json.dump({"argv": sys.argv[1:], "steps": FLAGS.steps, "wall_seconds": wall,
+            json.dump({"machine": cpu_kernels.machine_facts(), "argv": sys.argv[1:], "steps": FLAGS.steps,
+                       "wall_seconds": wall,
                        "pipeline_thread_seconds": pipeline_seconds,
                        "by_type_seconds": dict(by_type),
                        "by_part_seconds": {k: {"forward": v[0], "backward": v[1]} for k, v in by_part.items()}},

@@ -22,11 +22,13 @@ from effv2_keras.data.core import (DatasetSplits, ImageSource, check_labels, che
 
 def from_numpy(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=None,
                class_names: Optional[Sequence[str]] = None, val_fraction: float = 0.1,
-               seed: int = 0) -> DatasetSplits:
+               seed: int = 0, flip_invariant: bool = True) -> DatasetSplits:
     """Wraps numpy arrays as :class:`DatasetSplits`.
 
     Without ``x_val`` a stratified, seeded ``val_fraction`` slice of the train
     arrays becomes the validation split (``val_fraction=0``: no validation).
+    ``flip_invariant=False`` declares that a mirrored image is another class (digits,
+    text): the trainer then leaves horizontal flips off by default.
 
     >>> import numpy as np
     >>> x = np.zeros([20, 8, 8], np.uint8); y = np.arange(20) % 2
@@ -64,8 +66,10 @@ def from_numpy(x_train, y_train, x_val=None, y_val=None, x_test=None, y_test=Non
             arrays["val"] = (images[take], labels[take])
 
     sources = {split: _source(*arrays[split]) if split in arrays else None for split in ("train", "val", "test")}
+    height, width = arrays["train"][0].shape[1:3]
     return DatasetSplits(train=sources["train"], val=sources["val"], test=sources["test"],
-                         class_names=class_names, skipped_files=0)
+                         class_names=class_names, skipped_files=0, image_size=int(min(height, width)),
+                         flip_invariant=flip_invariant)
 
 
 def _source(images: np.ndarray, labels: np.ndarray) -> ImageSource:

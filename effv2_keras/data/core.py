@@ -45,6 +45,11 @@ class DatasetSplits:
     carved from train (never from test); ``test`` is None when the data set
     has no test split. ``skipped_files`` counts corrupt, truncated, empty or
     non-image files that were left out (reported once with a logging warning).
+
+    What the source knows about its images, for the trainer's data-aware defaults:
+    ``image_size`` is the typical stored size (the median shorter side; None when
+    unknown) and ``flip_invariant`` says whether a horizontal flip keeps an image's
+    label (not for digits or text).
     """
 
     train: ImageSource
@@ -52,6 +57,8 @@ class DatasetSplits:
     test: Optional[ImageSource]
     class_names: list[str]
     skipped_files: int = 0
+    image_size: Optional[int] = None
+    flip_invariant: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -136,3 +143,24 @@ def log_skipped(where: str, skipped: Sequence[str], total: int) -> None:
     logger.warning("%s: skipped %d of %d files that could not be decoded as images "
                    "(corrupt, truncated, empty or not an image): %s%s",
                    where, len(skipped), total, named, more)
+
+
+SIZE_SAMPLE = 32  # files whose header is read to estimate a folder's typical image size
+
+
+def typical_image_size(files: Sequence[str], seed: int = 0) -> Optional[int]:
+    """The median shorter side of up to ``SIZE_SAMPLE`` of ``files`` (seeded pick), from their
+    decoded shapes; None when none of them decodes."""
+    if not files:
+        return None
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(files), size=min(SIZE_SAMPLE, len(files)), replace=False)
+    sides = []
+    for i in sorted(picked):
+        try:
+            shape = tf.io.decode_image(tf.io.read_file(files[i]), channels=3,
+                                       expand_animations=False).shape
+        except (tf.errors.OpError, ValueError):
+            continue
+        sides.append(min(int(shape[0]), int(shape[1])))
+    return int(np.median(sides)) if sides else None

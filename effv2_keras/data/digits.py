@@ -43,4 +43,5 @@ def load_digits(val_fraction: float = 0.1, seed: int = 0) -> DatasetSplits:
     images, labels = digits_arrays()
     pool, test = stratified_split(labels, TEST_FRACTION, TEST_SEED)
     return from_numpy(images[pool], labels[pool], x_test=images[test], y_test=labels[test],
-                      class_names=[str(i) for i in range(10)], val_fraction=val_fraction, seed=seed)
+                      class_names=[str(i) for i in range(10)], val_fraction=val_fraction, seed=seed,
+                      flip_invariant=False)  # a mirrored digit is another symbol

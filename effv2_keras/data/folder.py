@@ -25,6 +25,7 @@ no file is read twice. The dropped files are counted in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from typing import Dict, List, Optional, Tuple
@@ -33,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from effv2_keras.data.core import (DatasetSplits, ImageSource, check_val_fraction, log_skipped,
-                                   stratified_split, with_cardinality)
+                                   stratified_split, typical_image_size, with_cardinality)
 
 VAL_FOLDERS = ("val", "validation")
 
@@ -75,7 +76,47 @@ def load_folder(root: str, val_fraction: float = 0.1, seed: int = 0,
             _check_every_class_readable(files, labels, bad, class_names, split_dirs["train"])
     log_skipped(root, [os.path.relpath(path, root) for path in skipped], total)
     return DatasetSplits(train=sources["train"], val=sources["val"], test=sources["test"],
-                         class_names=class_names, skipped_files=len(skipped))
+                         class_names=class_names, skipped_files=len(skipped),
+                         image_size=typical_image_size(listed["train"][0], seed))
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderFiles:
+    """The files of an image folder as ``load_folder`` lists them, nothing decoded.
+
+    ``splits`` maps each split folder present ("train", "val", "test"; an unsplit
+    folder is all "train") to its (sorted files, int64 labels); labels index
+    ``class_names``, the train split's class folders. No validation slice is carved.
+    """
+
+    root: str
+    class_names: List[str]
+    splits: Dict[str, Tuple[List[str], np.ndarray]]
+
+
+def list_folder(root: str) -> FolderFiles:
+    """Lists an image folder (layout and rules of the module docstring) without decoding it.
+
+    For readers that need a few files of a split, not the decoded data set (export's
+    calibration and verification samples).
+
+        >>> import os, tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> for split, name in [("train", "cat"), ("train", "dog"), ("test", "dog")]:
+        ...     os.makedirs(os.path.join(root, split, name))
+        ...     open(os.path.join(root, split, name, "1.jpg"), "wb").close()
+        >>> listing = list_folder(root)
+        >>> listing.class_names, sorted(listing.splits), listing.splits["test"][1].tolist()
+        (['cat', 'dog'], ['test', 'train'], [1])
+    """
+    root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    split_dirs = _split_dirs(root)
+    class_names = _class_folders(split_dirs["train"])
+    splits = {split: _list_files(folder, class_names)
+              for split, folder in split_dirs.items() if folder is not None}
+    return FolderFiles(root=root, class_names=class_names, splits=splits)
 
 
 def _split_dirs(root: str) -> Dict[str, Optional[str]]:

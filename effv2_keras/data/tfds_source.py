@@ -78,7 +78,15 @@ def load_tfds(name: str, config: Optional[str] = None, data_dir: Optional[str] =
     else:
         train, val = source("train"), None
     test = source("test") if "test" in splits else None
-    return DatasetSplits(train=train, val=val, test=test, class_names=class_names, skipped_files=0)
+    shape = getattr(builder.info.features[image_key], "shape", None) or (None, None)
+    stored = [side for side in shape[:2] if side]
+    return DatasetSplits(train=train, val=val, test=test, class_names=class_names, skipped_files=0,
+                         image_size=min(stored) if len(stored) == 2 else None,
+                         flip_invariant=name not in MIRROR_SENSITIVE)
+
+
+# Data sets whose classes are symbols a horizontal flip changes (digits, letters).
+MIRROR_SENSITIVE = frozenset({"mnist", "emnist", "kmnist", "svhn_cropped", "omniglot", "binarized_mnist"})
 
 
 def _builder(tfds, name, config, data_dir):

@@ -2,14 +2,20 @@
 (the same TF ops run eagerly here and inside the ``serving_bytes`` signature),
 and batches of real images from a dataset.
 
-Datasets are read with ``effv2_keras.data.load`` / ``make_pipeline``; a plain
-folder of class sub-folders (optionally split into ``train``/``val``/``test``) is
-read directly, class-balanced.
+A folder of class folders (split into ``train``/``val``/``test`` or not) is listed by
+``effv2_keras.data.folder.list_folder``, the data package's own reader, and only the
+sampled files are decoded; any other ``effv2_keras.data.load`` spec (``digits``,
+``tfds:NAME``) goes through the data pipeline.
+
+    >>> batch = load_split("../shared/data/signdigits100", (64, 64), "test", count=20)  # doctest: +SKIP
+    >>> batch.images.shape, batch.class_names[:2]  # doctest: +SKIP
+    ((20, 64, 64, 3), ['0', '1'])
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import re
 from pathlib import Path
@@ -19,13 +25,13 @@ import numpy as np
 import tensorflow as tf
 
 from effv2_keras.data import ops as data_ops
-from effv2_keras.export.common import ExportError
+from effv2_keras.export.errors import ExportError
 
 # Central box of each side before resizing, as effv2_keras.data evaluates (224 of 256).
 DEFAULT_CROP_FRACTION = data_ops.EVAL_CROP_FRACTION
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-SPLIT_FALLBACKS = {"test": ("test", "val", "validation"), "val": ("val", "validation", "test"),
-                   "train": ("train",)}
+# A split asked for and where else to look; an unsplit folder is all "train".
+SPLIT_FALLBACKS = {"test": ("test", "val"), "val": ("val", "test"), "train": ("train",)}
+FOLDER_PREFIX = "folder:"
 
 
 def center_crop_resize(image, size: Tuple[int, int], crop_fraction: float = DEFAULT_CROP_FRACTION):
@@ -34,7 +40,7 @@ def center_crop_resize(image, size: Tuple[int, int], crop_fraction: float = DEFA
     ``size``), clipped to 0-255: what the trainer evaluated on is what the artifacts serve.
     """
     if not 0.0 < crop_fraction <= 1.0:
-        raise ExportError(f"crop_fraction must be in (0, 1]; got {crop_fraction}.")
+        raise ExportError(f"{{crop_fraction}} must be in (0, 1]; got {crop_fraction}.", "crop_fraction")
     return tf.clip_by_value(data_ops.center_crop_resize(image, size, crop_fraction), 0.0, 255.0)
 
 
@@ -47,30 +53,43 @@ def decode_and_center_crop(image_bytes, size: Tuple[int, int], crop_fraction: fl
 def load_image_files(paths: Sequence, size: Tuple[int, int],
                      crop_fraction: float = DEFAULT_CROP_FRACTION) -> np.ndarray:
     """Reads image files into float32 [n, h, w, 3] (0-255); one-line error naming a bad file."""
+    images, kept = _decode_files(paths, size, crop_fraction)
+    if len(kept) < len(paths):
+        bad = Path(paths[sorted(set(range(len(paths))) - set(kept))[0]])
+        raise ExportError(f"{bad}: cannot decode image (corrupt, or not JPEG/PNG/GIF/BMP): "
+                          f"{_decode_error(bad, size, crop_fraction)}")
+    return images
+
+
+def _decode_files(paths: Sequence, size, crop_fraction) -> Tuple[np.ndarray, List[int]]:
+    """Decodes the files that decode; returns their images and their indices in ``paths``."""
     size = (int(size[0]), int(size[1]))
+    if not len(paths):
+        raise ExportError("no image files given.")
     contents = []
-    for path in paths:
-        path = Path(path)
+    for path in map(Path, paths):
         if not path.is_file():
             raise ExportError(f"{path}: no such image file.")
         contents.append(path.read_bytes())
-    if not contents:
-        raise ExportError("no image files given.")
-    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(contents, tf.string)).map(
-        lambda data: decode_and_center_crop(data, size, crop_fraction), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(contents), dtype=tf.int64),
+                                                  tf.constant(contents, tf.string)))
+    dataset = dataset.map(lambda i, data: (i, decode_and_center_crop(data, size, crop_fraction)),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    indices, images = [], []
+    for batch_indices, batch_images in dataset.batch(64):
+        indices += batch_indices.numpy().tolist()
+        images.append(batch_images.numpy())
+    images_np = np.concatenate(images).astype(np.float32) if images else np.zeros([0, *size, 3], np.float32)
+    return images_np, indices
+
+
+def _decode_error(path: Path, size, crop_fraction) -> str:
     try:
-        return np.concatenate([batch.numpy() for batch in dataset.batch(64)]).astype(np.float32)
-    except tf.errors.OpError:
-        pass  # find and name the culprit, one file at a time
-    for path, data in zip(paths, contents):
-        try:
-            decode_and_center_crop(data, size, crop_fraction)
-        except (tf.errors.OpError, ValueError) as error:
-            text = re.sub(r"\{\{[^}]*\}\}", "", str(error)).strip()  # drop TF's {{function_node ...}}
-            reason = text.splitlines()[0][:120].rstrip(". ") if text else "decode failed"
-            raise ExportError(f"{path}: cannot decode image (corrupt, or not JPEG/PNG/GIF/BMP): "
-                              f"{reason}") from None
-    raise ExportError("cannot decode the images.")
+        decode_and_center_crop(path.read_bytes(), size, crop_fraction)
+    except (tf.errors.OpError, ValueError) as error:
+        text = re.sub(r"\{\{[^}]*\}\}", "", str(error)).strip()  # drop TF's {{function_node ...}}
+        return text.splitlines()[0][:120].rstrip(". ") if text else "decode failed"
+    return "decode failed"
 
 
 def check_image_batch(images) -> np.ndarray:
@@ -95,74 +114,75 @@ class ImageBatch:
     paths: Optional[List[str]] = None
 
 
-def list_images(folder: Path) -> List[Path]:
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def folder_split(data_dir, split: str) -> Path:
-    """``data_dir/<split>`` (or a close name) when the folder is split, else the folder itself."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise ExportError(f"{root}: no such data directory.")
-    for name in SPLIT_FALLBACKS.get(split, (split,)):
-        if (root / name).is_dir():
-            return root / name
-    if any((root / name).is_dir() for name in ("train", "val", "validation", "test")):
-        raise ExportError(f"{root} has no {split!r} split.")
-    return root
+def folder_root(data) -> Optional[Path]:
+    """The image folder ``data`` names (a path or a ``folder:PATH`` spec), else None."""
+    spec = str(data)
+    spec = spec[len(FOLDER_PREFIX):] if spec.startswith(FOLDER_PREFIX) else spec
+    path = Path(spec).expanduser()
+    return path if path.is_dir() or str(data).startswith(FOLDER_PREFIX) else None
 
 
 def sample_folder(data_dir, size, count: Optional[int] = None, split: str = "test", seed: int = 0,
                   crop_fraction: float = DEFAULT_CROP_FRACTION) -> ImageBatch:
-    """A class-balanced, seeded sample of a folder of class sub-folders.
+    """A class-balanced, seeded sample of one split of an image folder (all of it when
+    ``count`` is None); files that do not decode are skipped, as the data package does."""
+    from effv2_keras.data.folder import list_folder
 
-    A folder holding images directly (no class folders) gives unlabelled images.
-    """
-    root = folder_split(data_dir, split)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    rng = random.Random(seed)
-    if not classes:
-        files = list_images(root)
-        rng.shuffle(files)
-        files = files[:count] if count else files
-        if not files:
-            raise ExportError(f"{root}: no images found.")
-        return ImageBatch(load_image_files(files, size, crop_fraction), None, None, [str(f) for f in files])
-    per_class = []
-    for name in classes:
-        files = list_images(root / name)
-        rng.shuffle(files)
-        per_class.append(files)
-    picked: List[Tuple[Path, int]] = []
-    depth = max(len(f) for f in per_class)
-    for i in range(depth):  # round-robin over classes keeps the sample balanced
-        for label, files in enumerate(per_class):
-            if i < len(files):
-                picked.append((files[i], label))
+    try:
+        listing = list_folder(str(data_dir))
+    except (ValueError, FileNotFoundError) as error:
+        raise ExportError(f"cannot list image folder {data_dir}: {error}") from None
+    name = next((s for s in SPLIT_FALLBACKS.get(split, (split,)) if s in listing.splits), None)
+    if name is None and list(listing.splits) == ["train"] and split in SPLIT_FALLBACKS:
+        name = "train"  # an unsplit folder: every split is the folder itself
+    if name is None:
+        raise ExportError(f"{data_dir} has no {split!r} split (it has {', '.join(sorted(listing.splits))}).")
+    files, labels = listing.splits[name]
+    picked = _balanced(files, labels, len(listing.class_names), seed)
     picked = picked[:count] if count else picked
-    if not picked:
-        raise ExportError(f"{root}: no images found in its class folders.")
-    paths = [p for p, _ in picked]
-    labels = np.array([label for _, label in picked], np.int64)
-    return ImageBatch(load_image_files(paths, size, crop_fraction), labels, classes, [str(p) for p in paths])
+    paths = [files[i] for i in picked]
+    images, kept = _decode_files(paths, size, crop_fraction)
+    if not kept:
+        raise ExportError(f"{data_dir}: none of the {len(paths)} sampled {name} files decodes as an image.")
+    if len(kept) < len(paths):
+        logging.warning("%s: skipped %d of %d sampled files that do not decode as images.",
+                        data_dir, len(paths) - len(kept), len(paths))
+    return ImageBatch(images, labels[[picked[i] for i in kept]], listing.class_names,
+                      [paths[i] for i in kept])
+
+
+def _balanced(files: List[str], labels: np.ndarray, num_classes: int, seed: int) -> List[int]:
+    """File indices round-robin over the classes (each class shuffled by ``seed``)."""
+    rng = random.Random(seed)
+    per_class = []
+    for label in range(num_classes):
+        indices = [i for i in range(len(files)) if labels[i] == label]
+        rng.shuffle(indices)
+        per_class.append(indices)
+    depth = max((len(p) for p in per_class), default=0)
+    return [p[i] for i in range(depth) for p in per_class if i < len(p)]
 
 
 def load_split(data, size, split: str = "test", count: Optional[int] = None, seed: int = 0,
                batch_size: int = 32, crop_fraction: float = DEFAULT_CROP_FRACTION) -> ImageBatch:
     """Real images (and labels) of one split of ``data``.
 
-    ``data`` is a folder of class folders (split into train/val/test or not) or
-    any ``effv2_keras.data.load`` spec (``folder:PATH``, ``tfds:NAME``, ``digits``).
-    The split falls back test -> val when absent; images are center-cropped as
-    the data package evaluates.
+    ``data`` is a folder of class folders (split into train/val/test or not; a path or
+    ``folder:PATH``), read by ``sample_folder``, or any other ``effv2_keras.data.load``
+    spec (``digits``, ``tfds:NAME``). The split falls back test -> val when absent;
+    images are center-cropped as the data package evaluates.
     """
+    root = folder_root(data)
+    if root is not None:
+        return sample_folder(root, size, count, split, seed, crop_fraction)
+    return _load_spec(data, size, split, count, seed, batch_size, crop_fraction)
+
+
+def _load_spec(data, size, split, count, seed, batch_size, crop_fraction) -> ImageBatch:
     from effv2_keras.data import load, make_pipeline
 
-    spec = str(data)
-    if Path(spec).is_dir():  # a plain folder path is the data package's folder:PATH spec
-        spec = f"folder:{spec}"
     try:
-        splits = load(spec)
+        splits = load(str(data))
     except (ValueError, FileNotFoundError) as error:
         raise ExportError(f"cannot load data {data!r}: {error}") from None
     source = None

@@ -18,8 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from effv2_keras.export import common
-from effv2_keras.export.common import ExportError
+from effv2_keras.export.artifacts import prepare_out_dir, read_metadata, write_labels, write_metadata
+from effv2_keras.export.errors import ExportError
+from effv2_keras.export.graph import save_probabilities_model
+from effv2_keras.export.source import load_source
 
 FILENAME = "model.onnx"
 DEFAULT_OPSET = 17
@@ -39,29 +41,31 @@ def export_onnx(model, out_dir, *, image_size=None, opset: int = DEFAULT_OPSET, 
     20.5 GB process (docs/EXPORT.md). Its ``serving_default`` becomes the ONNX graph:
     outputs ``logits``, ``probabilities``, ``top_k_classes``, ``top_k_scores`` (and
     ``top_k_class_names`` when the model has class names).
+
+        >>> export_onnx("runs/pets", "exported/onnx")  # doctest: +SKIP
     """
     if not onnx_available():
         raise ExportError("ONNX export needs the optional extra: pip install tf2onnx onnxruntime.")
     start = time.perf_counter()
     if is_serving_saved_model(model):
         return _from_saved_model(Path(model), out_dir, opset, timeout_s, start)
-    loaded = common.load_classifier(model, class_names, use_ema, image_size, "ONNX")
-    names, size = loaded.class_names, loaded.image_size
-    metadata = dict(model=loaded.model.name, num_classes=loaded.head.num_classes,
-                    activation=loaded.head.activation, ema=loaded.source.ema)
-    out = common.prepare_out_dir(out_dir)
+    source = load_source(model, class_names, use_ema)
+    head, names, size = source.classifier("ONNX export"), source.class_names, source.fixed_size(image_size)
+    metadata = dict(model=source.model.name, num_classes=head.num_classes, activation=head.activation,
+                    ema=source.ema)
+    out = prepare_out_dir(out_dir)
     path = out / FILENAME
     with tempfile.TemporaryDirectory(prefix="effv2_onnx_") as tmp:
-        common.save_probabilities_model(loaded.model, loaded.head, size, tmp, "ONNX export")
+        save_probabilities_model(source.model, head, size, tmp, "ONNX export")
         # tf2onnx runs in a child process that loads the SavedModel again. When this call
         # loaded the model from a file, nothing else holds it: let it go first, so parent
         # and child do not hold two copies (for L/XL that is the difference between fitting
         # in 24 GB or not; docs/EXPORT.md).
-        del loaded, model
+        del source, head, model
         gc.collect()
         _run_tf2onnx(tmp, path, opset, timeout_s)
-    common.write_labels(out, names)
-    common.write_metadata(
+    write_labels(out, names)
+    write_metadata(
         out, format="onnx", file=FILENAME, opset=opset, image_size=list(size), input_range="0-255",
         class_names=names, seconds=round(time.perf_counter() - start, 2), **metadata)
     return path
@@ -72,17 +76,17 @@ def is_serving_saved_model(model) -> bool:
     if not isinstance(model, (str, os.PathLike)):
         return False
     path = Path(model)
-    return (path / "saved_model.pb").is_file() and common.read_metadata(path).get("format") == "saved_model"
+    return (path / "saved_model.pb").is_file() and read_metadata(path).get("format") == "saved_model"
 
 
 def _from_saved_model(source: Path, out_dir, opset: int, timeout_s: int, start: float) -> Path:
-    metadata = common.read_metadata(source)
-    out = common.prepare_out_dir(out_dir)
+    metadata = read_metadata(source)
+    out = prepare_out_dir(out_dir)
     path = out / FILENAME
     _run_tf2onnx(str(source), path, opset, timeout_s)
-    names = metadata.get("class_names") or common.read_class_names(source)
-    common.write_labels(out, names)
-    common.write_metadata(
+    names = metadata.get("class_names")
+    write_labels(out, names)
+    write_metadata(
         out, format="onnx", file=FILENAME, opset=opset, source=str(source), model=metadata.get("model"),
         image_size=metadata.get("image_size"), input_range="0-255", class_names=names,
         num_classes=metadata.get("num_classes"), ema=metadata.get("ema"), seconds=round(time.perf_counter() - start, 2))

@@ -18,19 +18,30 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from effv2_keras.export import common, images as images_lib
-from effv2_keras.export.common import ExportError
+from effv2_keras import run_dir
+from effv2_keras.export import images as images_lib
+from effv2_keras.export.artifacts import read_metadata
+from effv2_keras.export.errors import ExportError, first_line
+from effv2_keras.export.head import keras_probabilities, pair
+from effv2_keras.export.source import load_source
 
 
 class Predictor:
-    """Base: ``kind``, ``image_size`` ((h, w) or None when any size works), ``class_names``."""
+    """Base: ``kind``, ``image_size`` ((h, w) or None when any size works), ``class_names``
+    (None when unknown) and the ``crop_fraction`` its images are prepared with."""
 
     kind = "?"
 
-    def __init__(self, path, image_size=None, class_names=None):
+    def __init__(self, path, image_size=None, class_names=None,
+                 crop_fraction: Optional[float] = None):
         self.path = Path(path) if path is not None else None
-        self.image_size: Optional[Tuple[int, int]] = tuple(image_size) if image_size else None
+        self.image_size: Optional[Tuple[int, int]] = pair(image_size) if image_size else None
         self.class_names: Optional[List[str]] = list(class_names) if class_names else None
+        self.crop_fraction = crop_fraction or images_lib.DEFAULT_CROP_FRACTION
+
+    def class_name(self, index: int) -> str:
+        """The name of output ``index`` (``class_<index>`` when the names are unknown)."""
+        return self.class_names[index] if self.class_names else f"class_{index}"
 
     def predict(self, images, batch_size: int = 32) -> np.ndarray:
         images = images_lib.check_image_batch(images)
@@ -41,43 +52,42 @@ class Predictor:
         return np.concatenate(outputs, axis=0).astype(np.float32)
 
     def predict_files(self, paths: Sequence, image_size=None,
-                      crop_fraction: float = images_lib.DEFAULT_CROP_FRACTION) -> np.ndarray:
+                      crop_fraction: Optional[float] = None) -> np.ndarray:
+        """Probabilities of image files, decoded and cropped as the model was evaluated."""
         size = image_size or self.image_size
         if size is None:
-            raise ExportError(f"{self.path} accepts any image size: pass --image_size.")
-        size = common._pair(size)
-        return self.predict(images_lib.load_image_files(paths, size, crop_fraction))
+            raise ExportError(f"{self.path} accepts any image size: pass {{image_size}}.", "image_size")
+        return self.predict(images_lib.load_image_files(paths, pair(size), crop_fraction or self.crop_fraction))
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
 
 class KerasPredictor(Predictor):
+    """A Keras model, ``.keras`` file or run directory (its ``run.json`` gives names, size, crop)."""
+
     kind = "keras"
 
     def __init__(self, model_or_path, image_size=None, class_names=None):
-        source = common.load_source(model_or_path, class_names)
+        source = load_source(model_or_path, class_names)
         self.model = source.model
-        self.head = common.split_head(self.model)
-        if self.head.dense is None:
-            raise ExportError(f"model {self.model.name!r} has no classifier head.")
-        size = image_size or common.static_image_size(self.model)
-        if size is None:
+        self.head = source.classifier("prediction")
+        if image_size is None:
             try:
-                size = common.resolve_image_size(self.model, None, source.image_size)
+                image_size = source.fixed_size()
             except ExportError:
-                size = None
-        super().__init__(source.path, size, source.class_names)
+                image_size = None  # any size, and no run or variant to say which
+        super().__init__(source.path, image_size, source.class_names, source.crop_fraction)
 
     def _predict(self, batch):
-        return common.keras_probabilities(self.model, batch, batch_size=len(batch))
+        return keras_probabilities(self.model, batch, batch_size=len(batch))
 
 
 class SavedModelPredictor(Predictor):
     kind = "saved_model"
 
     def __init__(self, path, image_size=None, class_names=None):
-        metadata = common.read_metadata(path)
+        metadata = read_metadata(path)
         # Keep the loaded object alive while its functions are used (TF frees its
         # variables with it: "function-local variables ... deleted").
         self.loaded = tf.saved_model.load(str(path))
@@ -99,8 +109,7 @@ class SavedModelPredictor(Predictor):
             raise ExportError(f"{path}: no 'probabilities' output in serving_default ({', '.join(outputs)}).")
         static = tuple(spec.shape[1:3]) if spec.shape[1] and spec.shape[2] else None
         size = image_size or static or metadata.get("image_size")
-        names = class_names or metadata.get("class_names") or common.read_class_names(Path(path))
-        super().__init__(path, size, names)
+        super().__init__(path, size, class_names or metadata.get("class_names"), metadata.get("crop_fraction"))
 
     def _predict(self, batch):
         return self.function(**{self.input_key: tf.constant(batch)})[self.output_key].numpy()
@@ -112,7 +121,7 @@ class HubPredictor(Predictor):
     def __init__(self, path, image_size=None, class_names=None):
         from effv2_keras.export.tfhub import load_module
 
-        metadata = common.read_metadata(path)
+        metadata = read_metadata(path)
         if metadata.get("flavour") == "feature_vector":
             raise ExportError(f"{path} is a feature_vector module: it has no classifier to predict with.")
         self.module = load_module(path)
@@ -133,18 +142,18 @@ class TFLitePredictor(Predictor):
     def __init__(self, path, image_size=None, class_names=None, num_threads: Optional[int] = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        metadata = common.read_metadata(path)
+        metadata = read_metadata(path)
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         except (ValueError, RuntimeError) as error:
-            raise ExportError(f"{path}: not a valid TFLite model ({common._first_line(error)}).") from None
+            raise ExportError(f"{path}: not a valid TFLite model ({first_line(error)}).") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         shape = self.input["shape"]
         if len(shape) != 4 or shape[-1] != 3:
             raise ExportError(f"{path}: input shape {list(shape)}; expected [batch, H, W, 3].")
-        names = class_names or metadata.get("class_names") or common.read_class_names(Path(path).parent)
-        super().__init__(path, image_size or (int(shape[1]), int(shape[2])), names)
+        super().__init__(path, image_size or (int(shape[1]), int(shape[2])),
+                         class_names or metadata.get("class_names"))
 
     @property
     def input_dtype(self):
@@ -193,7 +202,7 @@ class OnnxPredictor(Predictor):
             import onnxruntime
         except ImportError:
             raise ExportError("running ONNX models needs onnxruntime: pip install onnxruntime.") from None
-        metadata = common.read_metadata(path)
+        metadata = read_metadata(path)
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         # Converted from a serving SavedModel the graph has several named outputs; ours has one.
@@ -201,8 +210,8 @@ class OnnxPredictor(Predictor):
         self.output_name = "probabilities" if "probabilities" in outputs else outputs[0]
         shape = self.session.get_inputs()[0].shape
         static = (shape[1], shape[2]) if all(isinstance(s, int) for s in shape[1:3]) else None
-        names = class_names or metadata.get("class_names") or common.read_class_names(Path(path).parent)
-        super().__init__(path, image_size or static or metadata.get("image_size"), names)
+        super().__init__(path, image_size or static or metadata.get("image_size"),
+                         class_names or metadata.get("class_names"))
 
     def _predict(self, batch):
         return self.session.run([self.output_name], {self.input_name: batch.astype(np.float32)})[0]
@@ -218,12 +227,13 @@ def load_predictor(model, image_size=None, class_names=None) -> Predictor:
         raise ExportError(f"{path}: no such file or directory.")
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
-            kind = common.read_metadata(path).get("format")
+            kind = read_metadata(path).get("format")
             cls = HubPredictor if kind == "tfhub" else SavedModelPredictor
             return cls(path, image_size, class_names)
-        for name, cls in (("model.tflite", TFLitePredictor), ("model.onnx", OnnxPredictor)):
-            if (path / name).is_file() and not any((path / k).is_file() for k in common.RUN_MODEL_FILES):
-                return cls(path / name, image_size, class_names)
+        if not run_dir.manifest_path(path).is_file():
+            for name, cls in (("model.tflite", TFLitePredictor), ("model.onnx", OnnxPredictor)):
+                if (path / name).is_file():
+                    return cls(path / name, image_size, class_names)
         return KerasPredictor(path, image_size, class_names)
     suffix = path.suffix.lower()
     if suffix == ".tflite":

@@ -23,14 +23,18 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from effv2_keras.export import common, images
-from effv2_keras.export.common import ExportError, Head
+from effv2_keras.export import images
+from effv2_keras.export.artifacts import prepare_out_dir, write_metadata
+from effv2_keras.export.errors import ExportError
+from effv2_keras.export.graph import INFERENCE_SAVE_OPTIONS, VariableHolder, assert_inference_graph
+from effv2_keras.export.head import Head, check_rgb_model, pooled_features, static_image_size
+from effv2_keras.export.source import load_source
 
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "serving_bytes"
 
 
-class ServingModule(common.VariableHolder):
+class ServingModule(VariableHolder):
     """Holds the model's tf.Variables and the two serving functions."""
 
     def __init__(self, model, head: Head, class_names: Optional[Sequence[str]], image_size, top_k: int,
@@ -46,7 +50,7 @@ class ServingModule(common.VariableHolder):
 
     def _outputs(self, pixels):
         head = self._head
-        features = common.pooled_features(head, pixels)
+        features = pooled_features(head, pixels)
         if head.dense is None:
             return {"features": features}
         logits = head.logits(features)
@@ -69,38 +73,38 @@ class ServingModule(common.VariableHolder):
 
 
 def export_saved_model(model, out_dir, *, class_names: Optional[Sequence[str]] = None, image_size=None,
-                       top_k: int = 5, crop_fraction: float = images.DEFAULT_CROP_FRACTION,
+                       top_k: int = 5, crop_fraction: Optional[float] = None,
                        use_ema: bool = True) -> Path:
     """Writes a TF Serving SavedModel (``serving_default`` + ``serving_bytes``) to ``out_dir``.
 
     Args:
         model: a built Keras model, a ``.keras`` file or a run directory.
         out_dir: the SavedModel directory (for TF Serving: ``<base>/<version>``).
-        class_names: names of the classes (read from a run directory when None).
+        class_names: names of the classes (default: the run's ``run.json``).
         image_size: the size ``serving_bytes`` crops to; defaults to the model's
-            fixed input size (or the variant's eval size for a size-free model).
+            fixed input size (or the run's, else the variant's, eval size for a
+            size-free model).
         top_k: how many classes ``top_k_*`` report (capped at the class count).
         crop_fraction: ``serving_bytes`` crops the central ``crop_fraction`` of
             each side before resizing (aspect kept within 4/3 of the target's);
-            0.875 (224 of 256) is how effv2_keras.data evaluates, 1.0 keeps the
-            whole image.
-        use_ema: export the EMA weights when the run has them.
+            the run's (default 0.875, 224 of 256, how effv2_keras.data evaluates);
+            1.0 keeps the whole image.
+        use_ema: an in-memory model compiled with ``use_ema=True`` exports its averages.
 
     Returns:
         ``out_dir`` as a Path.
     """
     start = time.perf_counter()
-    source = common.load_source(model, class_names, use_ema)
-    model = source.model
-    head = common.split_head(model)
-    names = common.check_class_names(source.class_names, head)
-    common.check_rgb_model(model, SIGNATURE_BYTES)
-    size = common.resolve_image_size(model, image_size, source.image_size)
+    source = load_source(model, class_names, use_ema)
+    model, head, names = source.model, source.head, source.class_names
+    check_rgb_model(model, SIGNATURE_BYTES)
+    size = source.fixed_size(image_size)
+    crop_fraction = source.crop_fraction if crop_fraction is None else crop_fraction
     top_k = min(int(top_k), head.num_classes or 1)
     if top_k < 1:
-        raise ExportError(f"top_k must be >= 1; got {top_k}.")
+        raise ExportError(f"{{top_k}} must be >= 1; got {top_k}.", "top_k")
     module = ServingModule(model, head, names, size, top_k, crop_fraction)
-    static = common.static_image_size(model)
+    static = static_image_size(model)
     height, width = static if static else (None, None)
     signatures = {
         SIGNATURE_IMAGES: module.serve.get_concrete_function(
@@ -109,10 +113,10 @@ def export_saved_model(model, out_dir, *, class_names: Optional[Sequence[str]] =
             tf.TensorSpec([None], tf.string, name="image_bytes")),
     }
     for name, function in signatures.items():
-        common.assert_inference_graph(function, f"SavedModel signature {name}")
-    out = common.prepare_out_dir(out_dir)
-    tf.saved_model.save(module, str(out), signatures=signatures, options=common.INFERENCE_SAVE_OPTIONS)
-    common.write_metadata(
+        assert_inference_graph(function, f"SavedModel signature {name}")
+    out = prepare_out_dir(out_dir)
+    tf.saved_model.save(module, str(out), signatures=signatures, options=INFERENCE_SAVE_OPTIONS)
+    write_metadata(
         out, format="saved_model", model=model.name, image_size=list(size), input_range="0-255",
         class_names=names, num_classes=head.num_classes, top_k=top_k, crop_fraction=crop_fraction,
         ema=source.ema, signatures=sorted(signatures), seconds=round(time.perf_counter() - start, 2))

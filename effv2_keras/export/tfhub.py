@@ -30,17 +30,20 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from effv2_keras.export import common
-from effv2_keras.export.common import ExportError
+from effv2_keras.export.artifacts import prepare_out_dir, write_metadata
+from effv2_keras.export.errors import ExportError
+from effv2_keras.export.graph import VariableHolder, assert_inference_graph
+from effv2_keras.export.head import Head, input_channels, pooled_features, resolve_image_size, static_image_size
+from effv2_keras.export.source import load_source
 
 FLAVOURS = ("classification", "feature_vector")
 OUTPUT_KEYS = {"classification": "logits", "feature_vector": "feature_vector"}
 
 
-class HubModule(common.VariableHolder):
+class HubModule(VariableHolder):
     """A reusable SavedModel around a model's inference function."""
 
-    def __init__(self, model, head: common.Head, flavour: str):
+    def __init__(self, model, head: Head, flavour: str):
         net = model if flavour == "classification" else head.features
         super().__init__(net.variables, net.trainable_variables)
         self._head = head  # a plain dataclass: the Keras model inside is not tracked
@@ -50,7 +53,7 @@ class HubModule(common.VariableHolder):
 
     def _call(self, inputs, training=False):
         del training  # inference mode either way (see the module docstring)
-        features = common.pooled_features(self._head, tf.cast(inputs, tf.float32) * 255.0)
+        features = pooled_features(self._head, tf.cast(inputs, tf.float32) * 255.0)
         if self._flavour == "feature_vector":
             return features
         return self._head.logits(features)
@@ -66,33 +69,32 @@ def export_tfhub(model, out_dir, *, flavour: str = "classification", image_size=
         flavour: ``classification`` (logits) or ``feature_vector`` (pooled features).
         image_size: fixes H and W of the input signature; by default the
             model's own (free when the model accepts any size).
-        use_ema: export the EMA weights when the run has them.
-        class_names: recorded in the metadata file (read from a run directory when None).
+        use_ema: an in-memory model compiled with ``use_ema=True`` exports its averages.
+        class_names: recorded in the metadata file (default: the run's ``run.json``).
     """
     if flavour not in FLAVOURS:
-        raise ExportError(f"flavour must be one of {', '.join(FLAVOURS)}; got {flavour!r}.")
+        raise ExportError(f"{{flavour}} must be one of {', '.join(FLAVOURS)}; got {flavour!r}.", "flavour")
     start = time.perf_counter()
-    source = common.load_source(model, class_names, use_ema)
-    model = source.model
-    head = common.split_head(model)
-    if flavour == "classification" and head.dense is None:
-        raise ExportError(f"model {model.name!r} has no classifier head: export flavour 'feature_vector'.")
-    names = common.check_class_names(source.class_names, head) if flavour == "classification" else None
-    static = common.static_image_size(model)
-    height, width = common.resolve_image_size(model, image_size) if image_size is not None else (
+    source = load_source(model, class_names, use_ema)
+    model, head = source.model, source.head
+    if flavour == "classification":
+        source.classifier("the classification flavour (export flavour 'feature_vector')")
+    names = source.class_names if flavour == "classification" else None
+    static = static_image_size(model)
+    height, width = resolve_image_size(model, image_size) if image_size is not None else (
         static if static else (None, None))
-    channels = common.input_channels(model)
+    channels = input_channels(model)
     module = HubModule(model, head, flavour)
     spec = tf.TensorSpec([None, height, width, channels], tf.float32, name="inputs")
     traced = [module.__call__.get_concrete_function(spec, training) for training in (False, True)]
     default = module.__call__.get_concrete_function(spec)
     for function in traced + [default]:
-        common.assert_inference_graph(function, f"TF-Hub {flavour}")
+        assert_inference_graph(function, f"TF-Hub {flavour}")
     key = OUTPUT_KEYS[flavour]
     serving = tf.function(lambda inputs: {key: module.__call__(inputs, training=False)})
-    out = common.prepare_out_dir(out_dir)
+    out = prepare_out_dir(out_dir)
     tf.saved_model.save(module, str(out), signatures={"serving_default": serving.get_concrete_function(spec)})
-    common.write_metadata(
+    write_metadata(
         out, format="tfhub", flavour=flavour, model=model.name, input_range="0-1", output=key,
         image_size=[height, width] if height else None, class_names=names, num_classes=head.num_classes,
         activation=head.activation if flavour == "classification" else None,

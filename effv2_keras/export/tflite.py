@@ -24,25 +24,32 @@ Example:
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from effv2_keras.export import common
-from effv2_keras.export.common import ExportError
-from effv2_keras.export.images import check_image_batch
+from effv2_keras.export.artifacts import prepare_out_dir, write_labels, write_metadata
+from effv2_keras.export.errors import ExportError
+from effv2_keras.export.graph import save_probabilities_model
+from effv2_keras.export.images import check_image_batch, load_split
+from effv2_keras.export.source import load_source
 
 QUANTIZATIONS = (None, "fp16", "dynamic", "int8", "int16x8")
 FULL_INTEGER = ("int8", "int16x8")
 FILENAME = "model.tflite"
 
 
+REPRESENTATIVE_COUNT = 200
+
+
 def export_tflite(model, out_dir, *, quantize: Optional[str] = None, int8_io: bool = False,
-                  representative_images: Optional[np.ndarray] = None, image_size=None,
+                  representative_images=None, representative_count: int = REPRESENTATIVE_COUNT,
+                  image_size=None,
                   use_ema: bool = True, class_names=None,
                   float_fallback: Sequence[str] = (),
                   calibration_percentile: Optional[float] = None) -> Path:
@@ -56,11 +63,15 @@ def export_tflite(model, out_dir, *, quantize: Optional[str] = None, int8_io: bo
             or "int16x8" (int16 activations, int8 weights, float input/output; needs
             ``representative_images``).
         int8_io: with "int8", make the input and output tensors int8 too.
-        representative_images: float32 [n, H, W, 3] real images in 0-255
-            (a few hundred from the training data) to calibrate activation ranges.
-        image_size: fixed H, W of the flatbuffer; default the model's own size.
-        use_ema: export the EMA weights when the run has them.
-        class_names: written to labels.txt (read from a run directory when None).
+        representative_images: real images to calibrate activation ranges: float32
+            [n, H, W, 3] in 0-255, or a dataset (an image folder or ``effv2_keras.data``
+            spec) whose train split is sampled at the model's size and the run's crop.
+        representative_count: images sampled from a dataset ``representative_images``
+            (0 or None: the whole train split).
+        image_size: fixed H, W of the flatbuffer; default the model's own size (or the
+            run's, else the variant's, eval size).
+        use_ema: an in-memory model compiled with ``use_ema=True`` exports its averages.
+        class_names: written to labels.txt and the metadata (default: the run's ``run.json``).
         float_fallback: with "int8", ops kept in float (quantized around them): group
             names of ``FLOAT_FALLBACK_GROUPS`` ("se", "sigmoid", "head", "stem"), TFLite
             op types in capitals (e.g. "LOGISTIC") or substrings of op output names
@@ -77,15 +88,14 @@ def export_tflite(model, out_dir, *, quantize: Optional[str] = None, int8_io: bo
     float_fallback = tuple(float_fallback or ())
     _check_options(quantize, int8_io, representative_images, float_fallback, calibration_percentile)
     start = time.perf_counter()
-    loaded = common.load_classifier(model, class_names, use_ema, image_size, "TFLite")
-    source, model, head, names, size = loaded.source, loaded.model, loaded.head, loaded.class_names, loaded.image_size
-    if representative_images is not None:
-        representative_images = check_image_batch(representative_images)
-        if tuple(representative_images.shape[1:3]) != size:
-            raise ExportError(f"representative images are {representative_images.shape[1:3]}, "
-                              f"the model input is {size}.")
+    source = load_source(model, class_names, use_ema)
+    model, head, names = source.model, source.classifier("TFLite export"), source.class_names
+    size = source.fixed_size(image_size)
+    if quantize in FULL_INTEGER:
+        representative_images = _representative(representative_images, representative_count, size,
+                                                source.crop_fraction)
     with tempfile.TemporaryDirectory(prefix="effv2_tflite_") as tmp:
-        common.save_probabilities_model(model, head, size, tmp, "TFLite export")
+        save_probabilities_model(model, head, size, tmp, "TFLite export")
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serving_default"])
         _configure(converter, quantize, int8_io, representative_images)
         if float_fallback or calibration_percentile is not None:
@@ -93,42 +103,63 @@ def export_tflite(model, out_dir, *, quantize: Optional[str] = None, int8_io: bo
                 converter, representative_images, float_fallback, calibration_percentile)
         else:
             flatbuffer, fallback_ops = converter.convert(), None
-    out = common.prepare_out_dir(out_dir)
+    out = prepare_out_dir(out_dir)
     path = out / FILENAME
     path.write_bytes(flatbuffer)
     _smoke_test(path, size)
-    common.write_labels(out, names)
-    common.write_metadata(
+    write_labels(out, names)
+    write_metadata(
         out, format="tflite", file=FILENAME, model=model.name, quantize=quantize or "fp32", int8_io=int8_io,
         image_size=list(size), input_range="0-255", class_names=names, num_classes=head.num_classes,
         activation=head.activation, ema=source.ema,
-        representative_images=None if representative_images is None else len(representative_images),
+        representative_images=len(representative_images) if quantize in FULL_INTEGER else None,
         float_fallback=list(float_fallback) or None,
         float_fallback_matched=fallback_ops, calibration_percentile=calibration_percentile,
         seconds=round(time.perf_counter() - start, 2))
     return path
 
 
+def _representative(images_or_data, count, size, crop_fraction) -> np.ndarray:
+    """Calibration images at ``size``: the array given, or a sample of a dataset's train split."""
+    if isinstance(images_or_data, (str, os.PathLike)):
+        return load_split(images_or_data, size, "train", count or None, crop_fraction=crop_fraction).images
+    images = check_image_batch(images_or_data)
+    if tuple(images.shape[1:3]) != tuple(size):
+        raise ExportError(f"{{representative_images}} are {images.shape[1]}x{images.shape[2]}, the model "
+                          f"input is {size[0]}x{size[1]}.", "representative_images")
+    return images
+
+
+def _no_images(images_or_data) -> bool:
+    if isinstance(images_or_data, (str, os.PathLike)):
+        return not str(images_or_data)
+    return images_or_data is None or len(images_or_data) == 0
+
+
 def _check_options(quantize, int8_io, representative_images, float_fallback=(), calibration_percentile=None):
+    """One-line errors for option combinations that cannot work (before anything loads)."""
     if quantize not in QUANTIZATIONS:
-        raise ExportError(f"quantize must be one of fp16, dynamic, int8, int16x8 (or None for fp32); "
-                          f"got {quantize!r}.")
-    if quantize in FULL_INTEGER and (representative_images is None or len(representative_images) == 0):
+        raise ExportError(f"{{quantize}} must be one of fp16, dynamic, int8, int16x8 (or None for fp32); "
+                          f"got {quantize!r}.", "quantize")
+    if quantize in FULL_INTEGER and _no_images(representative_images):
         raise ExportError(f"full-integer {quantize} quantization needs representative images: pass "
-                          "--representative_data DATA (real images, e.g. the training folder).")
+                          "{representative_images} (real images or a dataset, e.g. the training folder).",
+                          "representative_images")
     if int8_io and quantize != "int8":
-        raise ExportError("int8 input/output (--int8_io) needs --quantize int8.")
-    for flag, value in (("--int8_float_fallback", float_fallback),
-                        ("--calibration_percentile", calibration_percentile is not None)):
+        raise ExportError("int8 input/output ({int8_io}) needs {quantize} int8.", "int8_io", "quantize")
+    for argument, value in (("float_fallback", float_fallback),
+                            ("calibration_percentile", calibration_percentile is not None)):
         if value and quantize != "int8":
-            raise ExportError(f"{flag} needs --quantize int8.")
+            raise ExportError(f"{{{argument}}} needs {{quantize}} int8.", argument, "quantize")
         if value and int8_io:
-            raise ExportError(f"{flag} keeps float input/output; drop --int8_io.")
+            raise ExportError(f"{{{argument}}} keeps float input/output; drop {{int8_io}}.", argument, "int8_io")
     for entry in float_fallback:
         if not isinstance(entry, str) or not entry.strip():
-            raise ExportError(f"float fallback entries must be non-empty strings; got {entry!r}.")
+            raise ExportError(f"{{float_fallback}} entries must be non-empty strings; got {entry!r}.",
+                              "float_fallback")
     if calibration_percentile is not None and not 50 <= calibration_percentile <= 100:
-        raise ExportError(f"calibration_percentile must be in [50, 100]; got {calibration_percentile}.")
+        raise ExportError(f"{{calibration_percentile}} must be in [50, 100]; got {calibration_percentile}.",
+                          "calibration_percentile")
 
 
 def _configure(converter, quantize, int8_io, representative_images):
@@ -190,14 +221,26 @@ def _convert_calibrated(converter, representative_images, float_fallback, percen
     return debugger.get_nondebug_quantized_model(), matched
 
 
+def ops_of(flatbuffer: bytes) -> List[Tuple[str, List[int]]]:
+    """(op type, output tensor indices) of every op of a flatbuffer's main graph, read with
+    ai_edge_litert's flatbuffer_utils (tensor indices are the interpreter's).
+
+        >>> ops_of(open("exported/tflite_int8/model.tflite", "rb").read())[:1]  # doctest: +SKIP
+        [('QUANTIZE', [180])]
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    return [(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex), [int(i) for i in op.outputs])
+            for op in model.subgraphs[0].operators]
+
+
 def _float_op_outputs(flatbuffer):
     """[(op type, output tensor name)] of a float (calibrated) flatbuffer."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
 
-    interpreter = Interpreter(model_content=flatbuffer)
-    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    return [(op["op_name"], tensors[i]) for op in interpreter._get_ops_details()
-            for i in op["outputs"] if i in tensors]
+    tensors = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer)).subgraphs[0].tensors
+    return [(op, tensors[i].name.decode()) for op, outputs in ops_of(flatbuffer) for i in outputs if i >= 0]
 
 
 def _resolve_float_fallback(calibrated, float_fallback):
@@ -213,9 +256,9 @@ def _resolve_float_fallback(calibrated, float_fallback):
         matched = [name for op, name in nodes_by_op
                    if op in types or any(sub in name for sub in substrings)]
         if not matched:
-            raise ExportError(f"float fallback {entry!r} matches no op of the model "
+            raise ExportError(f"{{float_fallback}} entry {entry!r} matches no op of the model "
                               f"(groups: {', '.join(FLOAT_FALLBACK_GROUPS)}; or an op type such as "
-                              f"LOGISTIC, or a substring of an op name).")
+                              f"LOGISTIC, or a substring of an op name).", "float_fallback")
         op_types.update(t for t in types if any(op == t for op, _ in nodes_by_op))
         nodes.update(name for op, name in nodes_by_op
                      if op not in types and any(sub in name for sub in substrings))
@@ -226,9 +269,9 @@ def _percentile_ranges(calibrated, representative_images, percentile):
     """The calibrated flatbuffer with every per-tensor activation range replaced by
     [P_(100-p) of per-image minima, P_p of per-image maxima] over the images."""
     from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.lite.tools import flatbuffer_utils
+    from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model_from_bytearray(calibrated)
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
     ranged = {i: t for i, t in enumerate(model.subgraphs[0].tensors)
               if t.quantization is not None and t.quantization.min is not None
               and len(t.quantization.min) == 1}

@@ -3,6 +3,12 @@
 ``verify(model, artifact, images, labels)`` reloads the artifact, runs both on
 the same float32 0-255 images and reports the max abs difference of the
 probabilities, top-1 agreement and, with labels, both accuracies.
+``verify_on_data(reference, artifact, data)`` does the same on a sample of a dataset,
+at the artifact's size and the run's crop, with the labels mapped by class name:
+
+    >>> result = verify_on_data("runs/pets", "exported/tflite/model.tflite", "data/pets")  # doctest: +SKIP
+    >>> result.passed, result.failures()  # doctest: +SKIP
+    (True, [])
 
 Tolerances (issue #4): fp32 artifacts (SavedModel, TF-Hub, TFLite fp32, ONNX)
 max abs diff <= 1e-4; fp16 top-1 agreement >= 99%; int8 (dynamic and full) and
@@ -17,8 +23,12 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from effv2_keras.export import common
+from effv2_keras.export.artifacts import directory_size, read_metadata
+from effv2_keras.export.errors import ExportError
+from effv2_keras.export.head import keras_probabilities
+from effv2_keras.export.images import load_split
 from effv2_keras.export.predictor import Predictor, load_predictor
+from effv2_keras.export.source import load_source
 
 FP32_MAX_ABS_DIFF = 1e-4
 FP16_MIN_AGREEMENT = 0.99
@@ -69,7 +79,7 @@ class VerifyResult:
 
 
 def artifact_precision(predictor: Predictor) -> str:
-    metadata = common.read_metadata(predictor.path) if predictor.path is not None else {}
+    metadata = read_metadata(predictor.path) if predictor.path is not None else {}
     return metadata.get("quantize", "fp32")
 
 
@@ -87,13 +97,12 @@ def verify(model, artifact, images, labels=None, *, batch_size: int = 32,
     """
     predictor = artifact if isinstance(artifact, Predictor) else load_predictor(artifact)
     if reference is None:
-        keras_model = common.load_source(model).model
-        reference = common.keras_probabilities(keras_model, images, batch_size)
+        reference = keras_probabilities(load_source(model).model, images, batch_size)
     start = time.perf_counter()
     output = predictor.predict(images, batch_size)
     seconds = time.perf_counter() - start
     if output.shape != reference.shape:
-        raise common.ExportError(f"{predictor.path}: outputs {output.shape}, "
+        raise ExportError(f"{predictor.path}: outputs {output.shape}, "
                                  f"the Keras model {reference.shape}.")
     diff = np.abs(output.astype(np.float64) - reference.astype(np.float64))
     agreement = float(np.mean(np.argmax(output, -1) == np.argmax(reference, -1)))
@@ -107,7 +116,29 @@ def verify(model, artifact, images, labels=None, *, batch_size: int = 32,
         count=len(images), max_abs_diff=float(np.max(diff)) if diff.size else float("nan"),
         mean_abs_diff=float(np.mean(diff)) if diff.size else float("nan"), top1_agreement=agreement,
         reference_accuracy=ref_acc, accuracy=acc, ms_per_image=1000.0 * seconds / max(1, len(images)),
-        size_bytes=common.directory_size(predictor.path) if predictor.path is not None else None)
+        size_bytes=directory_size(predictor.path) if predictor.path is not None else None)
+
+
+def verify_on_data(reference, artifact, data, *, split: str = "test", count: Optional[int] = 256,
+                   image_size=None, batch_size: int = 32) -> VerifyResult:
+    """``verify`` on ``count`` images of ``data``'s ``split`` (a folder or data spec).
+
+    ``reference`` is anything ``load_predictor`` reads (the Keras model, its run
+    directory, or the SavedModel an ONNX file was converted from). Images are prepared
+    at the artifact's size (else the reference's, else ``image_size``) with the
+    reference's crop; labels are mapped to the artifact's classes by name.
+    """
+    target = artifact if isinstance(artifact, Predictor) else load_predictor(artifact)
+    source = reference if isinstance(reference, Predictor) else load_predictor(reference)
+    size = target.image_size or source.image_size or image_size
+    if size is None:
+        raise ExportError(f"{target.path} accepts any image size: pass {{image_size}}.", "image_size")
+    batch = load_split(data, size, split, count or None, batch_size=batch_size,
+                       crop_fraction=source.crop_fraction)
+    names = target.class_names or source.class_names
+    labels = align_labels(batch.labels, batch.class_names, names)
+    return verify(None, target, batch.images, labels, batch_size=batch_size,
+                  reference=source.predict(batch.images, batch_size))
 
 
 def format_table(results: Sequence[VerifyResult]) -> str:
@@ -137,6 +168,6 @@ def align_labels(labels, data_class_names, model_class_names):
     index = {name: i for i, name in enumerate(model_class_names)}
     missing = [n for n in data_class_names if n not in index]
     if missing:
-        raise common.ExportError(f"the data has classes the model does not know: {', '.join(missing[:5])}.")
+        raise ExportError(f"the data has classes the model does not know: {', '.join(missing[:5])}.")
     mapping = np.array([index[n] for n in data_class_names], np.int64)
     return mapping[np.asarray(labels)]

@@ -225,37 +225,31 @@ V2_XL = (
     "mb_r8_k3_s1_e6_c640_se0.25",
 )
 
-# Progressive-learning defaults. S, M and L are the paper's Table 6. XL follows L
-# up to its own train size. B0-B3 are small networks that overfit less: image
-# size ramps from 128 to the train size, RandAugment 5 -> 10, no Mixup, and
-# dropout 0.1 -> the variant's head dropout (the official B0-B3 recipe uses
-# light augmentation and no Mixup).
-_PL_S = Progressive((128, 300), (5, 15), (0.0, 0.0), (0.1, 0.3))
-_PL_M = Progressive((128, 380), (5, 20), (0.0, 0.2), (0.1, 0.4))
-_PL_L = Progressive((128, 380), (5, 25), (0.0, 0.4), (0.1, 0.5))
-_PL_XL = Progressive((128, 384), (5, 25), (0.0, 0.4), (0.1, 0.5))
 
-
-def _pl_base(train_size: int, dropout: float) -> Progressive:
-    return Progressive((128, train_size), (5, 10), (0.0, 0.0), (0.1, dropout))
-
-
-def _v2(name, stages, stem, width, depth, train, eval_, dropout, prep, pl):
+# Every row ends with its progressive-learning defaults, the (min, max) of four
+# quantities: image size, RandAugment magnitude, Mixup alpha and dropout.
+# S, M and L are the paper's Table 6; XL follows L up to its own train size.
+# B0-B3 are small networks that overfit less: image size ramps from 128 to the
+# train size, RandAugment 5 -> 10, no Mixup, and dropout 0.1 -> the variant's
+# head dropout (the official B0-B3 recipe uses light augmentation and no Mixup).
+def _v2(name, stages, stem, width, depth, train, eval_, dropout, prep, image_size, randaug, mixup, dropouts):
     return ModelSpec(
-        f"efficientnetv2-{name}", V2, stages, stem, width, depth, train, eval_, dropout, prep, pl
+        f"efficientnetv2-{name}", V2, stages, stem, width, depth, train, eval_, dropout, prep,
+        Progressive(image_size, randaug, mixup, dropouts),
     )
 
 
 V2_TABLE = (
-    #    name  stages  stem width depth train eval dropout preprocessing progressive
-    _v2("b0", V2_BASE, 32, 1.0, 1.0, 192, 224, 0.2, "imagenet", _pl_base(192, 0.2)),
-    _v2("b1", V2_BASE, 32, 1.0, 1.1, 192, 240, 0.2, "imagenet", _pl_base(192, 0.2)),
-    _v2("b2", V2_BASE, 32, 1.1, 1.2, 208, 260, 0.3, "imagenet", _pl_base(208, 0.3)),
-    _v2("b3", V2_BASE, 32, 1.2, 1.4, 240, 300, 0.3, "imagenet", _pl_base(240, 0.3)),
-    _v2("s", V2_S, 24, 1.0, 1.0, 300, 384, 0.2, "inception", _PL_S),
-    _v2("m", V2_M, 24, 1.0, 1.0, 384, 480, 0.3, "inception", _PL_M),
-    _v2("l", V2_L, 32, 1.0, 1.0, 384, 480, 0.4, "inception", _PL_L),
-    _v2("xl", V2_XL, 32, 1.0, 1.0, 384, 512, 0.4, "inception", _PL_XL),
+    #   name stages stem width depth train eval dropout preprocessing | progressive: image size,
+    #                                                                     RandAugment, Mixup, dropout
+    _v2("b0", V2_BASE, 32, 1.0, 1.0, 192, 224, 0.2, "imagenet", (128, 192), (5, 10), (0.0, 0.0), (0.1, 0.2)),
+    _v2("b1", V2_BASE, 32, 1.0, 1.1, 192, 240, 0.2, "imagenet", (128, 192), (5, 10), (0.0, 0.0), (0.1, 0.2)),
+    _v2("b2", V2_BASE, 32, 1.1, 1.2, 208, 260, 0.3, "imagenet", (128, 208), (5, 10), (0.0, 0.0), (0.1, 0.3)),
+    _v2("b3", V2_BASE, 32, 1.2, 1.4, 240, 300, 0.3, "imagenet", (128, 240), (5, 10), (0.0, 0.0), (0.1, 0.3)),
+    _v2("s", V2_S, 24, 1.0, 1.0, 300, 384, 0.2, "inception", (128, 300), (5, 15), (0.0, 0.0), (0.1, 0.3)),
+    _v2("m", V2_M, 24, 1.0, 1.0, 384, 480, 0.3, "inception", (128, 380), (5, 20), (0.0, 0.2), (0.1, 0.4)),
+    _v2("l", V2_L, 32, 1.0, 1.0, 384, 480, 0.4, "inception", (128, 380), (5, 25), (0.0, 0.4), (0.1, 0.5)),
+    _v2("xl", V2_XL, 32, 1.0, 1.0, 384, 512, 0.4, "inception", (128, 384), (5, 25), (0.0, 0.4), (0.1, 0.5)),
 )
 
 # --- EfficientNet (V1), for comparison --------------------------------------
@@ -271,26 +265,26 @@ V1_BASE = (
 )
 
 
-def _v1(name, width, depth, size, dropout):
-    # V1 trains and evaluates at one size; its progressive defaults ramp size
-    # from half the native size and keep the V1 recipe's light regularization.
-    pl = Progressive((max(128, size // 2), size), (5, 10), (0.0, 0.0), (0.1, dropout))
+# V1 trains and evaluates at one size. Its progressive defaults (the last four
+# columns, as in V2_TABLE) ramp the size from half the native size (at least 128)
+# and keep the V1 recipe's light regularization.
+def _v1(name, width, depth, size, dropout, image_size, randaug, mixup, dropouts):
     return ModelSpec(
         f"efficientnet-{name}", V1, V1_BASE, 32, width, depth, size, size, dropout,
-        "imagenet_stats", pl,
+        "imagenet_stats", Progressive(image_size, randaug, mixup, dropouts),
     )
 
 
 V1_TABLE = (
-    #   name  width depth size dropout
-    _v1("b0", 1.0, 1.0, 224, 0.2),
-    _v1("b1", 1.0, 1.1, 240, 0.2),
-    _v1("b2", 1.1, 1.2, 260, 0.3),
-    _v1("b3", 1.2, 1.4, 300, 0.3),
-    _v1("b4", 1.4, 1.8, 380, 0.4),
-    _v1("b5", 1.6, 2.2, 456, 0.4),
-    _v1("b6", 1.8, 2.6, 528, 0.5),
-    _v1("b7", 2.0, 3.1, 600, 0.5),
+    #   name width depth size dropout | progressive: image size, RandAugment, Mixup, dropout
+    _v1("b0", 1.0, 1.0, 224, 0.2, (128, 224), (5, 10), (0.0, 0.0), (0.1, 0.2)),
+    _v1("b1", 1.0, 1.1, 240, 0.2, (128, 240), (5, 10), (0.0, 0.0), (0.1, 0.2)),
+    _v1("b2", 1.1, 1.2, 260, 0.3, (130, 260), (5, 10), (0.0, 0.0), (0.1, 0.3)),
+    _v1("b3", 1.2, 1.4, 300, 0.3, (150, 300), (5, 10), (0.0, 0.0), (0.1, 0.3)),
+    _v1("b4", 1.4, 1.8, 380, 0.4, (190, 380), (5, 10), (0.0, 0.0), (0.1, 0.4)),
+    _v1("b5", 1.6, 2.2, 456, 0.4, (228, 456), (5, 10), (0.0, 0.0), (0.1, 0.4)),
+    _v1("b6", 1.8, 2.6, 528, 0.5, (264, 528), (5, 10), (0.0, 0.0), (0.1, 0.5)),
+    _v1("b7", 2.0, 3.1, 600, 0.5, (300, 600), (5, 10), (0.0, 0.0), (0.1, 0.5)),
 )
 
 REGISTRY: Dict[str, ModelSpec] = {spec.name: spec for spec in V2_TABLE + V1_TABLE}

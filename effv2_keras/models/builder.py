@@ -2,12 +2,12 @@
 
 All derived bookkeeping lives here and only here: width/depth scaling and
 rounding, the per-block drop-path rate (counted over the SCALED block list),
-strides, residual placement and the head width.
+strides, residual placement and the head width. Weight files are not its
+concern: ``constructors.build_model`` loads them into what this builds.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -17,6 +17,7 @@ from keras import layers
 from effv2_keras.models import blocks
 from effv2_keras.models.arch import ModelSpec, get_spec, list_models, round_channels, round_repeats
 from effv2_keras.models.blocks import BlockArgs
+from effv2_keras.models.naming import HEAD, block_prefix
 
 MIN_INPUT_SIZE = 32
 POOLING_MODES = (None, "avg", "max")
@@ -50,7 +51,7 @@ def scaled_blocks(spec: ModelSpec, width: Optional[float] = None, depth: Optiona
         out_channels = round_channels(stage.channels, width, family)
         for j in range(count):
             result.append(BlockArgs(
-                name=f"block{stage_number}{_block_letter(j)}_",
+                name=block_prefix(stage_number, j),
                 block=stage.block,
                 in_channels=in_channels,
                 out_channels=out_channels,
@@ -65,16 +66,9 @@ def scaled_blocks(spec: ModelSpec, width: Optional[float] = None, depth: Optiona
     return result
 
 
-def _block_letter(j: int) -> str:
-    # a..z, then aa, ab, ... (XL has 32 blocks in one stage; keras.applications
-    # uses chr(97 + j), which gives '{', '|' ... past 26).
-    return chr(97 + j) if j < 26 else chr(96 + j // 26) + chr(97 + j % 26)
-
-
-def build_model(
+def build_network(
     spec,
     include_top: bool = True,
-    weights: Optional[str] = None,
     input_tensor=None,
     input_shape: Optional[Sequence[Optional[int]]] = None,
     pooling: Optional[str] = None,
@@ -87,14 +81,13 @@ def build_model(
     depth: Optional[float] = None,
     name: Optional[str] = None,
 ) -> keras.Model:
-    """Builds a variant as a Keras functional model (keras.applications signature).
+    """Builds a variant as a Keras functional model with freshly initialized weights.
+
+    ``effv2_keras.build`` (``models.constructors.build_model``) is this plus ``weights``.
 
     Args:
         spec: a registered name (see ``list_models()``) or a ``ModelSpec``.
         include_top: add global pooling, dropout and the ``predictions`` Dense layer.
-        weights: None (random init) or a local weights file: ``.weights.h5`` /
-            ``.keras`` of ours, a keras.applications ``.h5`` of the same variant,
-            or a timm ``.pth`` / ``.safetensors`` state dict (needs torch).
         input_tensor: optional Keras tensor to build the model on.
         input_shape: (height, width, 3). Defaults to the variant's eval size
             with ``include_top``, else (None, None, 3). Height and width may be
@@ -113,8 +106,8 @@ def build_model(
         A ``keras.Model``.
 
     Example:
-        >>> model = build_model("efficientnetv2-b0", input_shape=(64, 64, 3), classes=10,
-        ...                     width=0.25, depth=0.25)
+        >>> model = build_network("efficientnetv2-b0", input_shape=(64, 64, 3), classes=10,
+        ...                       width=0.25, depth=0.25)
         >>> model.output_shape
         (None, 10)
     """
@@ -124,7 +117,6 @@ def build_model(
     _check_head(include_top, pooling, classes)
     input_shape = _resolve_input_shape(spec, input_shape, input_tensor, include_top, pooling)
     _check_channels(input_shape, include_preprocessing)
-    _check_weights_arg(weights)
 
     if input_tensor is None:
         inputs = img_input = layers.Input(shape=input_shape, name="input_layer")
@@ -147,13 +139,7 @@ def build_model(
     x = blocks.conv_bn(x, round_channels(family.head_channels, w, family), 1, family, "top", activate=False)
     x = layers.Activation(blocks.ACTIVATION, dtype=HEAD_DTYPE, name="top_activation")(x)
     x = _head(x, include_top, pooling, classes, classifier_activation, dropout_rate)
-
-    model = keras.Model(inputs, x, name=name or spec.name)
-    if weights is not None:
-        from effv2_keras.models import weights as weights_lib
-
-        weights_lib.load_weights(model, weights, spec=spec)
-    return model
+    return keras.Model(inputs, x, name=name or spec.name)
 
 
 def allow_deep_graph(num_blocks: Optional[int] = None) -> None:
@@ -190,7 +176,7 @@ def _head(x, include_top, pooling, classes, classifier_activation, dropout_rate)
         kernel_initializer=blocks.DENSE_INIT,
         bias_initializer="zeros",
         dtype=HEAD_DTYPE,
-        name="predictions",
+        name=HEAD,
     )(x)
 
 
@@ -252,11 +238,3 @@ def _check_channels(input_shape, include_preprocessing):
             "or pass include_preprocessing=False and normalize them yourself."
         )
 
-
-def _check_weights_arg(weights):
-    if weights is None or weights == "imagenet":
-        return
-    if not isinstance(weights, (str, os.PathLike)) or not os.path.exists(weights):
-        raise ValueError(
-            f"weights must be None, 'imagenet' or the path of an existing weights file; got {weights!r}."
-        )

@@ -1,16 +1,64 @@
-"""Public constructors, one per registered variant, generated from the tables.
+"""Public constructors: ``build_model`` and one per registered variant, generated from the tables.
 
-``EfficientNetV2S(...)`` is ``build_model("efficientnetv2-s", ...)`` with the
-keras.applications signature; there is no per-variant code.
+``build_model`` composes the builder (the architecture) with the weight importers, so the
+builder never imports weights.py. ``EfficientNetV2S(...)`` is
+``build_model("efficientnetv2-s", ...)`` with the keras.applications signature; there is
+no per-variant code.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
-from effv2_keras.models.arch import REGISTRY, ModelSpec, round_channels
-from effv2_keras.models.builder import build_model
+import keras
+
+from effv2_keras.models.arch import REGISTRY, ModelSpec, get_spec, round_channels
+from effv2_keras.models.builder import build_network
+from effv2_keras.models.weights import load_weights
+
+
+def build_model(spec, include_top: bool = True, weights: Optional[str] = None, **network_args) -> keras.Model:
+    """Builds a variant (keras.applications arguments) and loads ``weights`` into it.
+
+    Args:
+        spec: a registered name (see ``list_models()``) or a ``ModelSpec``.
+        include_top: add global pooling, dropout and the ``predictions`` Dense layer.
+        weights: None (random init), ``"imagenet"`` (keras.applications' file) or a local
+            weights file: ``.weights.h5`` / ``.keras`` of ours, a keras.applications
+            ``.h5`` of the same variant, or a timm ``.pth`` / ``.safetensors`` state dict
+            (needs torch). See ``effv2_keras.models.weights.load_weights``.
+        **network_args: by keyword, every other argument of
+            ``effv2_keras.models.builder.build_network`` (input_tensor, input_shape,
+            pooling, classes, classifier_activation, include_preprocessing, dropout_rate,
+            drop_path_rate, width, depth, name).
+
+    Returns:
+        A ``keras.Model``.
+
+    Example:
+        >>> model = build_model("efficientnetv2-b0", input_shape=(64, 64, 3), classes=10,
+        ...                     width=0.25, depth=0.25)
+        >>> model.output_shape
+        (None, 10)
+    """
+    spec = get_spec(spec)
+    _check_weights_arg(weights)
+    model = build_network(spec, include_top=include_top, **network_args)
+    if weights is not None:
+        load_weights(model, weights, spec=spec)
+    return model
+
+
+def _check_weights_arg(weights):
+    if weights is None or weights == "imagenet":
+        return
+    if not isinstance(weights, (str, os.PathLike)) or not os.path.exists(weights):
+        raise ValueError(
+            f"weights must be None, 'imagenet' or the path of an existing weights file; got {weights!r}."
+        )
+
 
 _DOC = """Instantiates {title} (trained at {train} px, evaluated at {eval} px).
 
@@ -22,7 +70,7 @@ _DOC = """Instantiates {title} (trained at {train} px, evaluated at {eval} px).
     Args:
         include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation, include_preprocessing, dropout_rate,
-        drop_path_rate, name: see ``effv2_keras.models.builder.build_model``.
+        drop_path_rate, name: see ``effv2_keras.models.build_model``.
 
     Example:
         >>> import effv2_keras

@@ -8,6 +8,9 @@ from typing import Union
 import keras
 from keras import layers
 
+from effv2_keras.models.arch import get_spec
+from effv2_keras.models.builder import build_network
+
 
 def _layer_madds(layer, input_shape, output_shape) -> int:
     if isinstance(layer, layers.DepthwiseConv2D):
@@ -49,11 +52,8 @@ def count_flops(model_or_name: Union[str, keras.Model], image_size: int = None) 
         if model.input_shape[1:3] != (size, size):
             model = keras.models.clone_model(model, input_tensors=keras.Input((size, size, model.input_shape[-1])))
     else:
-        from effv2_keras.models.builder import build_model
-        from effv2_keras.models.arch import get_spec
-
         size = image_size or get_spec(model_or_name).eval_size
-        model = build_model(model_or_name, input_shape=(size, size, 3))
+        model = build_network(model_or_name, input_shape=(size, size, 3))
     total = 0
     for layer in model.layers:
         for node_index in range(len(layer._inbound_nodes)):

@@ -43,9 +43,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from effv2_keras.models.arch import get_spec
+from effv2_keras.models.naming import HEAD, block_prefix
+
 __all__ = ["load_weights", "transfer", "imagenet_source", "read_timm_state_dict"]
 
-HEAD = "predictions"
 # keras.applications builds its preprocessing layers without names, so in a Python session
 # they may be called normalization_3; match any suffix.
 _PREPROCESSING_NAME = re.compile(r"^(rescaling|normalization)(_\d+)?$")
@@ -351,8 +353,6 @@ def _timm_block_type(modules) -> str:
 
 def _timm_to_keras(state: Dict[str, np.ndarray], dwconv_name: str, source: str) -> Tensors:
     """Renames a timm EfficientNet state dict to our layer names and transposes to Keras layouts."""
-    from effv2_keras.models.builder import _block_letter
-
     parsed, block_modules = [], {}
     for key, value in state.items():
         match = _TIMM_KEY.match(key)
@@ -370,7 +370,7 @@ def _timm_to_keras(state: Dict[str, np.ndarray], dwconv_name: str, source: str) 
             table, prefix = _TIMM_TOP, ""
         else:
             table = _TIMM_BLOCKS[_timm_block_type(block_modules[block])]
-            prefix = f"block{block[0] + 1}{_block_letter(block[1])}_"
+            prefix = block_prefix(stage=block[0] + 1, index=block[1])
         if module not in table:
             raise ValueError(f"{source}: unrecognized key {key!r} (not a timm EfficientNet state dict?)")
         layer = prefix + table[module].replace("DW", dwconv_name)
@@ -406,8 +406,6 @@ def imagenet_source(spec, include_top: bool) -> Tuple[str, str, str]:
     ('efficientnetv2-s_notop.h5', 'https://storage.googleapis.com/.../efficientnetv2-s_notop.h5')
     """
     from keras.src.applications import efficientnet, efficientnet_v2
-
-    from effv2_keras.models.arch import get_spec
 
     spec = get_spec(spec)
     variant = spec.name.split("-")[-1]
@@ -464,8 +462,6 @@ def _fetch_imagenet(spec, include_top: bool) -> str:
 
 
 def _spec_of(model, spec):
-    from effv2_keras.models.arch import get_spec
-
     try:
         return get_spec(spec if spec is not None else model.name)
     except ValueError as error:

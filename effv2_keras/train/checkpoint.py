@@ -1,8 +1,15 @@
 """Checkpoints: one ``.npz`` file per checkpoint, written atomically, last K kept.
 
 A checkpoint is ``ckpt-<global step, 9 digits>.npz``: every variable to restore
-(model, optimizer, EMA) as arrays plus a JSON ``state`` (stage, epoch, step,
-metrics so far, best validation result ...). It is written to a temporary file
+(model, optimizer, EMA) as arrays keyed by ``<group>/<variable.path>`` (``pack``;
+``restore`` matches them by that key, never by position, and names the first
+variable that differs) plus a JSON ``state`` (stage, epoch, step, metrics so far,
+best validation result ...). The best epoch's evaluation weights go to
+``best-e<epoch>.npz`` in the same form (``save_best`` / ``load_best``).
+
+Why npz and not tf.train.Checkpoint: the run state and the arrays land in one file
+with one atomic rename, and a checkpoint can be checked (keys, shapes, finiteness)
+before anything is assigned. It is written to a temporary file
 in the same directory, fsync'ed and renamed over the final name with
 ``os.replace``, so a run killed at any moment leaves either the previous set of
 checkpoints or the previous set plus the new one, never a half-written file
@@ -17,7 +24,7 @@ import logging
 import os
 import re
 import zipfile
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,8 +34,120 @@ PATTERN = re.compile(r"^ckpt-(\d{9})\.npz$")
 STATE_KEY = "__state__"
 
 
+BEST_PATTERN = "best-e{epoch:05d}.npz"
+
+# group name -> [(key, variable)]: what a checkpoint holds, e.g.
+# {"model": [(v.path, v) for v in model.variables], "ema": [(v.path, shadow), ...]}
+Groups = Dict[str, Sequence[Tuple[str, object]]]
+
+
 class CheckpointError(RuntimeError):
     """No usable checkpoint (all unreadable), or one that does not fit the model."""
+
+
+def named(variables, paths: Optional[Dict[int, str]] = None) -> List[Tuple[str, object]]:
+    """``(variable.path, variable)`` for Keras variables (``paths``: ``id(variable)`` -> key
+    overrides); a duplicate key is an error."""
+    paths = paths or {}
+    pairs = [(paths.get(id(v)) or getattr(v, "path", None) or v.name, v) for v in variables]
+    seen = set()
+    for path, _ in pairs:
+        if path in seen:
+            raise CheckpointError(f"two variables share the path {path!r}: checkpoints key variables "
+                                  "by path, so every layer needs a unique name.")
+        seen.add(path)
+    return pairs
+
+
+def model_variables(model) -> List[Tuple[str, object]]:
+    """``named(model.variables)``, except that a layer's random-seed state is keyed by the
+    layer (``block1a_drop/seed_generator_0``): Keras names seed generators from a
+    process-wide counter, so their own paths differ between two builds of one model."""
+    paths = {}
+    for layer in model._flatten_layers(include_self=False):
+        for index, generator in enumerate(getattr(layer, "_seed_generators", ())):
+            paths[id(generator.state)] = f"{layer.name}/seed_generator_{index}"
+    return named(model.variables, paths)
+
+
+def optimizer_variables(optimizer) -> List[Tuple[str, object]]:
+    """``named(optimizer.variables)`` without the optimizer's own name in front
+    (``iteration``, ``stem_conv_kernel_velocity``): that name also comes from a process-wide
+    counter (``rmsprop_3``), while the rest of a slot's path names the variable it belongs to."""
+    prefix = f"{optimizer.name}/"
+    paths = {}
+    for variable in optimizer.variables:
+        path = getattr(variable, "path", None) or variable.name
+        if path.startswith(prefix):
+            paths[id(variable)] = path[len(prefix):]
+    return named(optimizer.variables, paths)
+
+
+def pack(groups: Groups) -> Dict[str, np.ndarray]:
+    """Every variable's value, keyed ``<group>/<key>``."""
+    return {f"{group}/{key}": np.asarray(variable.numpy())
+            for group, pairs in groups.items() for key, variable in pairs}
+
+
+def first_non_finite(arrays: Dict[str, np.ndarray]) -> Optional[str]:
+    """The key of the first floating-point array holding NaN or inf, else None."""
+    return next((key for key, value in arrays.items()
+                 if value.dtype.kind == "f" and not np.all(np.isfinite(value))), None)
+
+
+def check_fits(arrays: Dict[str, np.ndarray], groups: Groups, where: str) -> None:
+    """Raises CheckpointError naming the first variable of ``groups`` the checkpoint lacks or
+    holds with another shape, or the first checkpoint variable this run does not have."""
+    expected = {f"{group}/{key}": variable for group, pairs in groups.items() for key, variable in pairs}
+    hint = "same --model/--width/--depth/--optimizer/--ema_decay as the run that wrote it?"
+    for key, variable in expected.items():
+        if key not in arrays:
+            raise CheckpointError(f"--resume: {where} has no variable {key} of this run; {hint}")
+        saved, mine = tuple(np.shape(arrays[key])), tuple(variable.shape)
+        if saved != mine:
+            raise CheckpointError(f"--resume: variable {key} has shape {saved} in {where} but {mine} "
+                                  f"in this run; {hint}")
+    extra = [key for key in arrays if key not in expected and key.split("/", 1)[0] in groups]
+    if extra:
+        raise CheckpointError(f"--resume: {where} holds {extra[0]}, which this run does not have; {hint}")
+
+
+def restore(arrays: Dict[str, np.ndarray], groups: Groups, where: str) -> None:
+    """Assigns each variable of ``groups`` its array (checked by ``check_fits`` first)."""
+    check_fits(arrays, groups, where)
+    for group, pairs in groups.items():
+        for key, variable in pairs:
+            variable.assign(arrays[f"{group}/{key}"])
+
+
+def save_best(directory: str, epoch: int, val_top1: float, arrays: Dict[str, np.ndarray]) -> str:
+    """Writes the best epoch's evaluation weights (``model/...`` arrays); returns the file name."""
+    name = BEST_PATTERN.format(epoch=epoch)
+    atomic_savez(os.path.join(directory, name),
+                 {**arrays, STATE_KEY: encode_state({"epoch": epoch, "val_top1": val_top1})})
+    return name
+
+
+def load_best(directory: str, name: str) -> Dict[str, np.ndarray]:
+    arrays, _ = read_npz(os.path.join(directory, name))
+    return arrays
+
+
+def prune_best(directory: str, keep: Sequence[str], checkpoint_paths: Sequence[str]) -> None:
+    """Removes best-weights files neither ``keep`` nor any of the checkpoints refers to."""
+    wanted = set(keep)
+    for path in checkpoint_paths:
+        try:
+            best = read_state(path).get("best")
+        except Exception:  # an unreadable checkpoint refers to nothing
+            continue
+        if best:
+            wanted.add(best["file"])
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name.startswith("best-e") and name.endswith(".npz") and name not in wanted:
+            os.remove(os.path.join(directory, name))
 
 
 def atomic_savez(path: str, arrays: Dict[str, np.ndarray]) -> None:

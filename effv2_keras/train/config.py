@@ -1,17 +1,19 @@
 """TrainConfig: every option of a training run, in one serializable object.
 
 Config flows one way: defaults (here) -> command-line flags (``effv2 train``,
-one flag per field, same name) -> ``validate()`` -> ``resolve()`` (fills the
-"auto" values from the recipe, ``effv2_keras.train.recipes``, and the run's length) -> the
-run directory's ``config.json``, which is enough to repeat the run::
+one flag per field, same name) -> ``validate()`` (each field, once) ->
+``resolve(data)`` (once: the recipe, ``effv2_keras.train.recipes``, the variant's
+progressive row and the data's facts fill every "None" field) -> the run
+directory's ``config.json``, which is enough to repeat the run::
 
     >>> cfg = TrainConfig(model="efficientnetv2-b0", epochs=6, stages=3).validate()
     >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
     True
 
 Errors are one line and name the flag: ``--lr: must be > 0, got -1.0``.
-Fields left as None mean "auto" and are filled by ``resolve()``; the resolved
-values are what ``config.json`` holds.
+Fields left as None mean "auto"; the resolved values are what ``config.json``
+holds and what ``schedule.from_config`` and the trainer read. Nothing changes
+the config after ``resolve``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
+from effv2_keras.models.arch import get_spec, list_models
 from effv2_keras.train import recipes
 from effv2_keras.train.recipes import PAPER_CROP_SCALE_MIN, RECIPES
 
@@ -31,6 +34,14 @@ JIT_COMPILE = ("auto", "true", "false")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 SELECT = ("best", "last")
 MIN_IMAGE_SIZE = 32  # the network has stride 32
+SIZE_MULTIPLE = 8  # image sizes derived from other sizes are rounded to this (schedule.py says why)
+# Training above this multiple of a data set's stored image size only upsamples: it adds compute,
+# not detail (digits are stored at 32 px: 48 px at most).
+MAX_UPSAMPLING = 1.5
+# (min, max) pairs of the progressive schedule: config fields and the schedule quantity they set.
+RANGES = (("min_size", "max_size", "image_size"), ("randaug_min", "randaug_max", "randaug_magnitude"),
+          ("mixup_min", "mixup_max", "mixup_alpha"), ("cutmix_min", "cutmix_max", "cutmix_alpha"),
+          ("dropout_min", "dropout_max", "dropout"))
 
 # Changing any of these makes a checkpoint belong to a different run.
 RESUME_KEYS = ("model", "width", "depth", "data", "val_fraction", "epochs", "stages",
@@ -52,13 +63,15 @@ class TrainConfig:
     model: str = _field("efficientnetv2-b0", "Variant name (effv2_keras.list_models()).")
     width: Optional[float] = _field(None, "Width multiplier override (None: the variant's).")
     depth: Optional[float] = _field(None, "Depth multiplier override (None: the variant's).")
-    drop_path: float = _field(0.2, "Stochastic-depth (drop path) rate of the last block.")
+    drop_path_rate: float = _field(0.2, "Stochastic-depth (drop path) rate of the last block.")
     # Data.
     data: str = _field("digits", "'digits', 'folder:PATH' or 'tfds:NAME[:CONFIG]'.")
     data_dir: Optional[str] = _field(None, "TFDS data_dir (for --data tfds:...).")
     cache_dir: Optional[str] = _field(None, "Directory for the decoded-image cache (None: memory).")
     val_fraction: float = _field(0.1, "Validation slice carved from train when there is no val split.")
-    flip: bool = _field(True, "Random horizontal flips in training (use --noflip for digits/text).")
+    flip: Optional[bool] = _field(
+        None, "Random horizontal flips in training (None: the data's: off for digits and other "
+        "sets a mirror changes, on otherwise).")
     crop_scale_min: Optional[float] = _field(
         None, "Smallest area fraction of the random-resized crop (None: 1 - 0.92 x "
         "--regularization_scale, i.e. the official 0.08 at full scale).")
@@ -73,8 +86,11 @@ class TrainConfig:
         None, "Number of progressive-learning stages, the paper's M (None: the recipe's: short "
         f"one per {recipes.EPOCHS_PER_SHORT_STAGE} epochs, 1 to {recipes.PAPER_STAGES}; paper "
         f"{recipes.PAPER_STAGES}).")
-    min_size: Optional[int] = _field(None, "Image size of the first stage (None: variant default).")
-    max_size: Optional[int] = _field(None, "Image size of the last stage (None: variant default).")
+    min_size: Optional[int] = _field(
+        None, "Image size of the first stage (None: --max_size x the variant's min/max ratio).")
+    max_size: Optional[int] = _field(
+        None, f"Image size of the last stage (None: the variant's, capped at {MAX_UPSAMPLING:g} x the "
+        "data's stored size; from --min_size by the variant's ratio when only that is given).")
     eval_size: Optional[int] = _field(None, "Validation/test image size (None: --max_size).")
     randaug_min: Optional[float] = _field(None, "RandAugment magnitude of the first stage.")
     randaug_max: Optional[float] = _field(None, "RandAugment magnitude of the last stage.")
@@ -186,6 +202,9 @@ class TrainConfig:
         for name in ("model", "data", "out"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 _fail(name, "must be a non-empty string", getattr(self, name))
+        if self.model not in list_models():
+            _fail("model", "unknown variant (effv2_keras.list_models(): efficientnetv2-b0..b3, -s, -m, "
+                  "-l, -xl, efficientnet-b0..b7)", self.model)
         _positive_int(self, "epochs", "batch_size")
         _positive_int(self, "stages", optional=True)
         _positive_int(self, "steps_per_epoch", "checkpoint_every", optional=True)
@@ -200,12 +219,10 @@ class TrainConfig:
                 _check_int(name, value)
                 if value < MIN_IMAGE_SIZE:
                     _fail(name, f"must be >= {MIN_IMAGE_SIZE} (the network has stride 32)", value)
-        if self.min_size is not None and self.max_size is not None and self.min_size > self.max_size:
-            _fail("min_size", f"must be <= --max_size ({self.max_size})", self.min_size)
         _positive(self, "width", "depth", optional=True)
         _positive(self, "lr", optional=True)
         _positive(self, "lr_decay_epochs", optional=True)
-        _in_range(self, "drop_path", 0.0, 1.0, upper_open=True)
+        _in_range(self, "drop_path_rate", 0.0, 1.0, upper_open=True)
         _in_range(self, "val_fraction", 0.0, 1.0, upper_open=True)
         if self.crop_scale_min is not None:
             _in_range(self, "crop_scale_min", 0.0, 1.0, lower_open=True)
@@ -222,8 +239,7 @@ class TrainConfig:
         for name in ("dropout_min", "dropout_max"):
             if getattr(self, name) is not None:
                 _in_range(self, name, 0.0, 1.0, upper_open=True)
-        for low, high in (("randaug_min", "randaug_max"), ("mixup_min", "mixup_max"),
-                          ("cutmix_min", "cutmix_max"), ("dropout_min", "dropout_max")):
+        for low, high, _ in RANGES:
             lo, hi = getattr(self, low), getattr(self, high)
             if lo is not None and hi is not None and lo > hi:
                 _fail(low, f"must be <= --{high} ({hi})", lo)
@@ -233,20 +249,31 @@ class TrainConfig:
         _check_int("verbose", self.verbose)
         if self.verbose not in (0, 1, 2):
             _fail("verbose", "must be 0, 1 or 2", self.verbose)
-        for name in ("flip", "resume"):
-            if not isinstance(getattr(self, name), bool):
-                _fail(name, "must be true or false", getattr(self, name))
+        if not isinstance(self.resume, bool):
+            _fail("resume", "must be true or false", self.resume)
+        if self.flip is not None and not isinstance(self.flip, bool):
+            _fail("flip", "must be true or false", self.flip)
         if self.strategy != "tpu" and self.tpu:
             _fail("tpu", "is only used with --strategy tpu", self.tpu)
         return self
 
-    def resolve(self) -> "TrainConfig":
-        """Fills the "auto" values from the recipe (``effv2_keras.train.recipes``); a given
-        flag always wins. ``recipe`` becomes the one that ran (short or paper).
+    def resolve(self, data=None) -> "TrainConfig":
+        """The final config: every "None" field filled, in one place; a given flag always wins.
+
+        ``data`` is what the data source knows (a ``data.DatasetSplits``: its stored
+        ``image_size``, ``flip_invariant`` and the training split's size); without it the
+        sizes are the variant's and ``steps_per_epoch`` stays None. Filled: the recipe's
+        fields (``recipe`` becomes the one that ran), the progressive (min, max) ranges
+        from the variant's row (Mixup scaled by the regularization scale), the image sizes
+        (capped by the data, one end following the other), flips, the crop, and the steps.
 
         >>> c = TrainConfig(epochs=10).resolve()
         >>> c.recipe, c.optimizer, c.lr_decay, c.stages, round(c.regularization_scale, 4), c.crop_scale_min
         ('short', 'adamw', 'constant', 1, 0.01, 0.9908)
+        >>> (c.min_size, c.max_size, c.eval_size), (c.dropout_min, c.dropout_max)
+        ((128, 192, 192), (0.1, 0.2))
+        >>> TrainConfig(max_size=96).resolve().min_size  # the first size follows the last
+        64
         >>> p = TrainConfig(epochs=10, recipe="paper").resolve()
         >>> p.optimizer, p.lr_decay_epochs, p.stages, p.regularization_scale, p.crop_scale_min
         ('rmsprop', 2.4, 4, 1.0, 0.08)
@@ -262,13 +289,42 @@ class TrainConfig:
         crop = self.crop_scale_min
         if crop is None:
             crop = round(1.0 - (1.0 - PAPER_CROP_SCALE_MIN) * scale, 6)
-        return self.replace(
+        ranges = self._resolved_ranges(scale, getattr(data, "image_size", None))
+        steps = self.steps_per_epoch
+        if steps is None and data is not None:
+            steps = data.train.num_examples // self.batch_size
+        flip = self.flip if self.flip is not None else bool(getattr(data, "flip_invariant", True))
+        resolved = self.replace(
             recipe=name,
             randaug_probability=float(scale if self.randaug_probability is None
                                       else self.randaug_probability),
-            crop_scale_min=float(crop),
+            crop_scale_min=float(crop), flip=flip,
+            eval_size=self.eval_size or ranges["max_size"],
+            steps_per_epoch=steps,
+            checkpoint_every=self.checkpoint_every or steps,
+            **ranges,
             **{k: v if k in ("optimizer", "lr_decay", "stages") else float(v) for k, v in values.items()},
         )
+        return resolved.validate()
+
+    def _resolved_ranges(self, scale: float, stored_size: Optional[int]) -> Dict[str, Any]:
+        """The five (min, max) pairs: given flags, else the variant's progressive row."""
+        row = get_spec(self.model).progressive
+        defaults = {"image_size": _image_sizes(row.image_size, self.min_size, self.max_size, stored_size),
+                    "randaug_magnitude": row.randaug_magnitude,
+                    "mixup_alpha": tuple(a * scale for a in row.mixup_alpha),
+                    "cutmix_alpha": (0.0, 0.0), "dropout": row.dropout}
+        out = {}
+        for low, high, quantity in RANGES:
+            lo = defaults[quantity][0] if getattr(self, low) is None else getattr(self, low)
+            hi = defaults[quantity][1] if getattr(self, high) is None else getattr(self, high)
+            if lo > hi:
+                given = low if getattr(self, low) is not None else high
+                _fail(given, f"gives {quantity} (min, max) = ({lo:g}, {hi:g}) with min > max (the "
+                      f"{self.model} default is {defaults[quantity]}); set both --{low} and --{high}", 
+                      getattr(self, given))
+            out[low], out[high] = lo, hi
+        return out
 
     def recipe_sources(self) -> Dict[str, str]:
         """Where each recipe field's value comes from: its flag, or the recipe (and why).
@@ -290,6 +346,34 @@ class TrainConfig:
             return self.resolve().scaled_lr()
         return recipes.scale_lr(self.lr, self.batch_size, self.optimizer)
 
+
+
+def _image_sizes(variant: Tuple[int, int], given_min: Optional[int], given_max: Optional[int],
+                 stored_size: Optional[int]) -> Tuple[int, int]:
+    """(first, last) stage sizes: given ones win; one given end sets the other by the variant's
+    min/max ratio; with neither, the variant's range, its top capped at ``MAX_UPSAMPLING`` x the
+    data's stored size (and the bottom scaled with it).
+
+    >>> _image_sizes((128, 192), None, None, 32), _image_sizes((128, 192), None, None, 160)
+    ((32, 48), (128, 192))
+    >>> _image_sizes((128, 192), None, 96, None), _image_sizes((128, 192), 160, None, None)
+    ((64, 96), (160, 240))
+    """
+    ratio = variant[0] / variant[1]
+    if given_min is not None and given_max is not None:
+        return given_min, given_max
+    if given_max is not None:
+        return min(given_max, _round_size(given_max * ratio)), given_max
+    if given_min is not None:
+        return given_min, max(given_min, _round_size(given_min / ratio))
+    top = variant[1]
+    if stored_size:
+        top = min(top, _round_size(stored_size * MAX_UPSAMPLING))
+    return (variant[0] if top == variant[1] else min(top, _round_size(top * ratio))), top
+
+
+def _round_size(size: float) -> int:
+    return max(MIN_IMAGE_SIZE, SIZE_MULTIPLE * int(math.floor(size / SIZE_MULTIPLE + 0.5)))
 
 
 def _fail(name, message, value):

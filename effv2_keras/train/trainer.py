@@ -11,14 +11,23 @@
             train_epoch(stage, epoch)              # same optimizer state; lr(global step)
             end_epoch(stage, epoch)                # validate on EMA weights, metrics, best,
                                                    # checkpoint (every N steps and stage end)
-    finish()                                       # selected weights -> model.keras, test
+    finish()                                       # selected weights -> model.keras (softmax),
+                                                   # run.json, test
+
+The config is resolved once, before anything is built (``TrainConfig.resolve`` with
+the data's facts), and the schedule comes from it (``schedule.from_config``); the
+trainer never changes either. What the run writes and prints lives in
+``train.outputs``, how checkpoints are packed in ``train.checkpoint``.
 
 The step trains ``train_model``: with ``--fast_step`` (the default) a twin over the
 model's own layers and variables with faster training kernels (``train.fast``); the
 model that is evaluated, checkpointed and saved is ``model``, stock Keras layers.
 
-Everything else (strategy, mixed precision, EMA, checkpoints, outputs) is set up
-in ``__init__`` and ``_start`` and stays out of the loop's way.
+Callbacks are ``keras.callbacks.Callback`` objects, driven through
+``keras.callbacks.CallbackList`` as ``model.fit`` drives them (``logs`` use Keras'
+names too: ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``), and
+``model.stop_training`` ends the run. ``Callback`` (a subclass) adds the stage hook
+``on_stage_begin(stage)`` and ``on_train_batch_inputs(step, images, labels)``.
 
 Distribution: ``config.batch_size`` is the GLOBAL batch. Each input pipeline reads
 its own shard of the training examples (``Dataset.shard`` by pipeline id) and
@@ -30,23 +39,18 @@ zero-weight examples so every worker runs the same number of steps.
 
 Resume: a checkpoint stores the global step; the run continues at
 ``epoch = step // steps_per_epoch`` in the stage that epoch belongs to, with the
-optimizer (and so the learning rate), EMA and metrics restored. The data order
-after a mid-epoch resume comes from a freshly seeded pipeline (seeded by the
-resume step) rather than replaying the skipped batches; the number of steps,
-epochs and stages is exactly that of an uninterrupted run.
+optimizer (and so the learning rate), EMA and metrics restored, every variable
+matched by its path. The data order after a mid-epoch resume comes from a freshly
+seeded pipeline (seeded by the resume step) rather than replaying the skipped
+batches; the number of steps, epochs and stages is exactly that of an
+uninterrupted run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import glob
-import io
-import json
 import math
-import os
-import sys
 import time
 import zlib
 from typing import Dict, List, Optional, Sequence
@@ -54,28 +58,17 @@ from typing import Dict, List, Optional, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
-from effv2_keras import augment, data, schedule as schedule_lib
+from effv2_keras import data, run_dir, schedule as schedule_lib
 from effv2_keras.models import build_model, get_spec
 from effv2_keras.train import checkpoint as ckpt_lib
-from effv2_keras.train import optim, plots
-from effv2_keras.train import recipes
+from effv2_keras.train import optim, outputs, recipes
 from effv2_keras.train.config import RESUME_KEYS, TrainConfig
 from effv2_keras.train.ema import ExponentialMovingAverage
 from effv2_keras.train.fast import make_twin, set_head_dropout
+from effv2_keras.train.progressive import stage_dataset
 from effv2_keras.train.strategy import accelerator, make_strategy, worker_info
 
-RANDAUGMENT_NUM_OPS = 2  # ops applied to each image (the official N; not augment.RANDAUGMENT_OPS, the op list)
-METRIC_COLUMNS = (
-    "epoch", "stage", "image_size", "dropout", "randaug_magnitude", "mixup_alpha", "cutmix_alpha",
-    "lr", "global_step", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5",
-    "images_per_sec", "epoch_seconds",
-)
-
-
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
 
 
 class ConfigError(ValueError):
@@ -86,21 +79,25 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss (or weights); the message says where and what to do."""
 
 
-class Callback:
-    """Hooks into the loop (for tests and tools); every method is optional."""
+class Callback(keras.callbacks.Callback):
+    """A Keras callback with two more hooks; ``self.trainer`` is the running ``Trainer``.
 
-    def on_stage_begin(self, trainer: "Trainer", stage) -> None:
-        pass
+    Every ``keras.callbacks.Callback`` works with ``train(..., callbacks=[...])``; subclass
+    this one for the stage hook or to see the batches the step trains on.
 
-    def on_train_batch_begin(self, trainer: "Trainer", step: int, images, labels) -> None:
-        pass
+    Example:
+        >>> class Stages(Callback):
+        ...     def on_stage_begin(self, stage, logs=None):
+        ...         print(f"stage {stage.index + 1}: {stage.image_size} px")
+    """
 
-    def on_train_batch_end(self, trainer: "Trainer", step: int, logs: dict) -> None:
-        """Called in step order when the loss is read on the host: every ``--log_every``
-        steps, so ``trainer.global_step`` and the weights may already be a few steps on."""
+    trainer: Optional["Trainer"] = None
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, row: dict) -> None:
-        pass
+    def on_stage_begin(self, stage, logs=None) -> None:
+        """Called when a stage's pipeline and dropout are in place (``stage``: a ``schedule.Stage``)."""
+
+    def on_train_batch_inputs(self, step: int, images, labels) -> None:
+        """Called with each batch before the step trains on it (``step``: the global step)."""
 
 
 @dataclasses.dataclass
@@ -117,22 +114,46 @@ class TrainResult:
     test: Optional[Dict[str, float]]
     model_path: Optional[str]
     seconds: float
+    stopped_early: bool = False
     model: keras.Model = dataclasses.field(repr=False, default=None)
 
 
 def train(config: TrainConfig, splits: Optional[data.DatasetSplits] = None,
-          callbacks: Sequence[Callback] = ()) -> TrainResult:
-    """Trains a model as ``config`` says and returns the result (see ``Trainer``)."""
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+    """Trains a model as ``config`` says and returns the result (see ``Trainer``).
+
+    Example:
+        >>> from effv2_keras.train import TrainConfig
+        >>> config = TrainConfig(width=0.25, depth=0.25, epochs=2, out="runs/doc")
+        >>> result = train(config, callbacks=[keras.callbacks.CSVLogger("log.csv")])  # doctest: +SKIP
+    """
     return Trainer(config, splits=splits, callbacks=callbacks).fit()
+
+
+def check_config(config: TrainConfig) -> TrainConfig:
+    """``config.validate()`` with its error as a ``ConfigError`` (every flag that needs no data)."""
+    try:
+        return config.validate()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def load_data(config: TrainConfig) -> data.DatasetSplits:
+    """The data ``config`` names (``data.load``), its errors as ``ConfigError`` naming ``--data``."""
+    try:
+        return data.load(config.data, data_dir=config.data_dir, val_fraction=config.val_fraction,
+                         seed=config.seed, cache_dir=config.cache_dir)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        raise ConfigError(f"--data: {e}") from e
 
 
 class Trainer:
     """One progressive-learning run.
 
     Args:
-        config: the run's options (validated here; "auto" values resolved).
+        config: the run's options (validated, then resolved once with the data's facts).
         splits: data to train on; default ``data.load(config.data, ...)``.
-        callbacks: ``Callback`` objects.
+        callbacks: ``keras.callbacks.Callback`` objects (``Callback`` for the stage hooks).
 
     Attributes of interest after construction: ``model``, ``optimizer``, ``ema``,
     ``schedule``, ``config`` (resolved), ``strategy``, ``steps_per_epoch``,
@@ -141,9 +162,8 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, splits: Optional[data.DatasetSplits] = None,
-                 callbacks: Sequence[Callback] = ()):
-        config = _validated(config)
-        self.callbacks = list(callbacks)
+                 callbacks: Sequence[keras.callbacks.Callback] = ()):
+        check_config(config)
         self.strategy = make_strategy(config.strategy, config.tpu)
         self.distributed = config.strategy != "default"
         self.is_chief, self.worker_index, self.num_workers = worker_info(self.strategy)
@@ -156,38 +176,30 @@ class Trainer:
         self.jit = {"true": True, "false": False}.get(config.jit_compile, self.device in ("gpu", "tpu"))
 
         keras.utils.set_random_seed(config.seed)
-        self.splits = splits if splits is not None else _load_data(config)
+        self.splits = splits if splits is not None else load_data(config)
         self.num_classes = self.splits.num_classes
         num_train = self.splits.train.num_examples
         if num_train < config.batch_size:
             raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training split "
                               f"({num_train} examples).")
-        resolved = config.resolve()
+        try:
+            self.config = config.resolve(self.splits)
+            self.schedule = schedule_lib.from_config(self.config)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.recipe_reason = recipes.choose(config.recipe, config.epochs)[1]
         self.recipe_flags = sorted(k for k, v in config.recipe_sources().items() if v.startswith("--"))
-        self.schedule = _make_schedule(resolved)
-        self.steps_per_epoch = config.steps_per_epoch or num_train // config.batch_size
-        self.total_steps = self.steps_per_epoch * self.schedule.total_epochs
-        first, last = self.schedule.stages[0], self.schedule.stages[-1]
-        self.config = resolved.replace(
-            min_size=first.image_size, max_size=last.image_size,
-            eval_size=config.eval_size or last.image_size,
-            randaug_min=first.randaug_magnitude, randaug_max=last.randaug_magnitude,
-            mixup_min=first.mixup_alpha, mixup_max=last.mixup_alpha,
-            cutmix_min=first.cutmix_alpha, cutmix_max=last.cutmix_alpha,
-            dropout_min=first.dropout, dropout_max=last.dropout,
-            steps_per_epoch=self.steps_per_epoch,
-            checkpoint_every=config.checkpoint_every or self.steps_per_epoch,
-        )
+        self.steps_per_epoch = self.config.steps_per_epoch
+        self.total_steps = self.steps_per_epoch * self.schedule.epochs
         self._build()
 
         self.out = self.config.out
         self.checkpoints = ckpt_lib.CheckpointManager(
-            os.path.join(self.out, "checkpoints"), self.config.keep_checkpoints, write=self.is_chief)
+            f"{self.out}/{run_dir.RUN_FILES['checkpoints']}", self.config.keep_checkpoints, write=self.is_chief)
         self.global_step = 0
         self.rows: List[dict] = []
         self.best: Optional[dict] = None
-        self._best_values: Optional[list] = None
+        self._best_arrays: Optional[Dict[str, np.ndarray]] = None
         self.trace_log: List[dict] = []
         self.trace_counts: Dict[int, int] = {}
         self._train_fn = None
@@ -197,8 +209,13 @@ class Trainer:
         self._eval_datasets: Dict[tuple, object] = {}
         self._eval_fn = None
         self._ema_in_model = False  # True once finish() put the evaluation weights in the model
-        self._writer = None
         self._elapsed_before = 0.0
+        self._stage_images_due = False
+        # Until fit() starts: outputs that write nothing, progress that prints nothing (tools
+        # drive begin_stage/train_epoch themselves).
+        self.outputs = outputs.RunOutputs(self.out, is_chief=False)
+        self.progress = outputs.Progress(self.total_steps, verbose=0)
+        self.callbacks = self._callback_list(callbacks)
 
     # -- Algorithm 1 ------------------------------------------------------------------------
 
@@ -207,6 +224,7 @@ class Trainer:
         self._start_time = time.time()
         self._start()
         spe = self.steps_per_epoch
+        self.callbacks.on_train_begin()
         for stage in self.schedule.stages:
             first = self.schedule.first_epoch(stage.index)
             end = first + stage.epochs
@@ -214,8 +232,13 @@ class Trainer:
                 continue  # finished before a resume
             self.begin_stage(stage)
             for epoch in range(max(first, self.global_step // spe), end):
-                self.train_epoch(stage, epoch)
+                if not self.train_epoch(stage, epoch):
+                    break
                 self.end_epoch(stage, epoch)
+                if self.model.stop_training:
+                    break
+            if self.model.stop_training:
+                break
         return self.finish()
 
     def begin_stage(self, stage) -> None:
@@ -226,28 +249,32 @@ class Trainer:
         self._train_iterator = iter(self._train_dataset(stage, start_step=self.global_step))
         if self._train_fn is None or not self.config.fast_step:
             self._train_fn = self._make_train_function()
-        self._log(f"\nStage {stage.index + 1}/{len(self.schedule.stages)}: {stage.image_size} px, "
-                  f"{stage.epochs} epochs, RandAugment {stage.randaug_magnitude:g}, "
-                  f"Mixup {stage.mixup_alpha:g}, CutMix {stage.cutmix_alpha:g}, "
-                  f"dropout {stage.dropout:g}")
-        for cb in self.callbacks:
-            cb.on_stage_begin(self, stage)
+        self._stage_images_due = True
+        self._log(outputs.stage_text(stage, len(self.schedule.stages), self.progress.run_eta(self.global_step)))
+        for callback in self.callbacks.callbacks:
+            if hasattr(callback, "on_stage_begin"):
+                callback.on_stage_begin(stage)
 
-    def train_epoch(self, stage, epoch: int) -> None:
+    def train_epoch(self, stage, epoch: int) -> bool:
         """The epoch's remaining steps; stops on a non-finite loss; step checkpoints.
+        False when a callback stopped the run before the epoch's end.
 
         The loss is read on the host every ``--log_every`` steps (and after the first
         step, before a checkpoint and at the epoch's end), not after every step: the
-        steps in between queue no work for Python.
+        steps in between queue no work for Python. ``on_train_batch_end`` is called for
+        every step, in order, when its loss is read.
         """
         spe = self.steps_per_epoch
         done = self.global_step - epoch * spe
         self._partial = totals = self._partial if done > 0 else _EpochTotals()
-        window = _Window(bar=self._progress_bar(stage, epoch), start=time.perf_counter())
+        if done == 0:
+            self.callbacks.on_epoch_begin(epoch)
+        self.progress.begin_epoch(spe, done)
+        window = _Window(start=time.perf_counter())
         for local in range(done, spe):
             images, labels = next(self._train_iterator)
-            for cb in self.callbacks:
-                cb.on_train_batch_begin(self, self.global_step, images, labels)
+            self._show_inputs(stage, images, labels)
+            self.callbacks.on_train_batch_begin(local)
             loss_sum, correct, iteration = self._train_fn(
                 images, labels, tf.constant(self.global_step, tf.int64))
             window.pending.append((self.global_step, loss_sum, correct, iteration))
@@ -256,34 +283,12 @@ class Trainer:
             checkpoint_now = self.global_step % self.config.checkpoint_every == 0 and not last
             if local == done or last or checkpoint_now or len(window.pending) >= self.config.log_every:
                 self._read_steps(stage, epoch, window, totals, local + 1)
+                if self.model.stop_training:
+                    return False
             if checkpoint_now:
                 self._save_checkpoint(stage)
         totals.images_per_sec = window.images_per_sec(totals)
-
-    def _read_steps(self, stage, epoch: int, window: "_Window", totals: "_EpochTotals",
-                    position: int) -> None:
-        """Reads the queued steps' losses: non-finite check, totals, logs, bar, TensorBoard."""
-        batch = self.config.batch_size
-        values = [(step, float(loss_sum), float(correct), int(iteration))
-                  for step, loss_sum, correct, iteration in window.pending]
-        now = time.perf_counter()
-        for step, loss_sum, correct, iteration in values:
-            loss = loss_sum / batch
-            if not math.isfinite(loss):
-                self.global_step = step
-                self._stop_non_finite(stage, epoch, f"training loss {loss}")
-            lr = self.lr_schedule.value(iteration)
-            totals.add(loss_sum, correct, batch, 0.0)
-            self._scalar("step/loss", loss, step + 1)
-            self._scalar("step/lr", lr, step + 1)
-            logs = {"stage": stage.index, "epoch": epoch, "loss": loss, "lr": lr,
-                    "image_size": stage.image_size, "images_per_sec": window.speed}
-            for cb in self.callbacks:
-                cb.on_train_batch_end(self, step, logs)
-        window.read(len(values), batch, now, totals)
-        if window.bar is not None:
-            window.bar.update(position, f"loss {totals.loss:.4f} - acc {totals.acc:.4f} - lr {lr:.3g} - "
-                                        f"{window.speed:.1f} img/s")
+        return True
 
     def end_epoch(self, stage, epoch: int) -> None:
         """Validation on the EMA weights, metrics/plots, best selection, checkpoint."""
@@ -304,30 +309,22 @@ class Trainer:
         if val is not None and (self.best is None or val["top1"] >= self.best["val_top1"]):
             self._save_best(epoch + 1, val["top1"])
         self._write_metrics()
-        for key in ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr",
-                    "image_size", "dropout", "images_per_sec"):
-            if row[key] is not None:
-                self._scalar(f"epoch/{key}", row[key], epoch + 1)
+        self.outputs.epoch_scalars(row)
         if self.config.verbose:
-            val_text = (f" - val_loss {val['loss']:.4f} - val_top1 {val['top1']:.4f} - "
-                        f"val_top5 {val['top5']:.4f}" if val else "")
-            self._log(f"epoch {epoch + 1}/{self.schedule.total_epochs}: loss {totals.loss:.4f} - "
-                      f"acc {totals.acc:.4f}{val_text} - {totals.images_per_sec:.1f} img/s")
+            self._log(outputs.epoch_text(row, self.schedule.epochs, self.progress.run_eta(self.global_step)))
         stage_end = epoch + 1 == self.schedule.first_epoch(stage.index) + stage.epochs
         if stage_end or self.global_step % self.config.checkpoint_every == 0:
             self._save_checkpoint(stage)
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, epoch, row)
+        self.callbacks.on_epoch_end(epoch, outputs.epoch_logs(row))
 
     def finish(self) -> TrainResult:
-        """Selected weights (best validation epoch, else last EMA) -> model.keras; test."""
-        selected_epoch = None
+        """Selected weights (best validation epoch, else last EMA) -> model.keras + run.json; test."""
+        stopped_early = bool(self.model.stop_training)
         if self.config.select == "best" and self.best is not None:
-            values = self._best_values
-            if values is None:  # best epoch was before a resume: read the chief's file
-                arrays, _ = ckpt_lib.read_npz(os.path.join(self.checkpoints.directory, self.best["file"]))
-                values = _take(arrays, "model", len(self.model.variables))
-            _assign(self.model.variables, values)
+            arrays = self._best_arrays
+            if arrays is None:  # best epoch was before a resume: read the chief's file
+                arrays = ckpt_lib.load_best(self.checkpoints.directory, self.best["file"])
+            ckpt_lib.restore(arrays, {"model": ckpt_lib.model_variables(self.model)}, self.best["file"])
             selected_epoch = self.best["epoch"]
         else:
             if self.ema is not None:
@@ -336,27 +333,78 @@ class Trainer:
         self._ema_in_model = True
         val = self.evaluate(self.splits.val, raw=True) if self.splits.val is not None else None
         test = self.evaluate(self.splits.test, raw=True) if self.splits.test is not None else None
-        model_path = None
-        if self.is_chief:
-            model_path = os.path.join(self.out, "model.keras")
-            tmp = os.path.join(self.out, ".model.tmp.keras")
-            self.model.save(tmp)
-            os.replace(tmp, model_path)
+        model_path = self.outputs.write_model(self.probabilities_model()) if self.is_chief else None
         seconds = self._elapsed_before + time.time() - self._start_time
         result = TrainResult(out=self.out, config=self.config, schedule=self.schedule, rows=self.rows,
                              global_step=self.global_step, selected_epoch=selected_epoch, val=val,
-                             test=test, model_path=model_path, seconds=seconds, model=self.model)
+                             test=test, model_path=model_path, seconds=seconds, stopped_early=stopped_early,
+                             model=self.model)
         self._write_metrics(final={"selected_epoch": selected_epoch, "val": val, "test": test,
-                                   "global_step": self.global_step, "seconds": seconds})
-        self._log(self._summary(result))
-        if self._writer is not None:
-            self._writer.close()
+                                   "global_step": self.global_step, "seconds": seconds,
+                                   "stopped_early": stopped_early})
+        self.outputs.write_manifest(self.config, self.splits.class_names or
+                                    [str(i) for i in range(self.num_classes)])
+        self.callbacks.on_train_end(outputs.epoch_logs(self.rows[-1]) if self.rows else None)
+        self._log(outputs.summary_text(result, ema=self.ema is not None,
+                                       selected_best=self.config.select == "best" and self.best is not None))
+        self.outputs.close()
         return result
+
+    def probabilities_model(self) -> keras.Model:
+        """The model as keras.applications builds it: ending in a float32 softmax, the
+        trained weights (the trainer itself trains and evaluates on logits)."""
+        c = self.config
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(self.model.dtype_policy)
+        try:
+            copy = build_model(c.model, include_top=True, pooling="avg", input_shape=(None, None, 3),
+                               classes=self.num_classes, classifier_activation="softmax",
+                               dropout_rate=self.model.get_layer("top_dropout").rate,
+                               drop_path_rate=c.drop_path_rate, width=c.width, depth=c.depth)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        copy.set_weights(self.model.get_weights())
+        return copy
 
     def _lr_of_last_step(self) -> float:
         """The learning rate the optimizer used for its latest update (from ITS step counter)."""
         iterations = int(optim.inner_optimizer(self.optimizer).iterations.numpy())
         return self.lr_schedule.value(max(iterations - 1, 0))
+
+    # -- the host side of the steps -----------------------------------------------------------
+
+    def _show_inputs(self, stage, images, labels) -> None:
+        """The batch to the callbacks that look at inputs; the stage's first one to TensorBoard."""
+        if self._stage_images_due:
+            self._stage_images_due = False
+            if not self.distributed:
+                self.outputs.stage_images(stage, images, self.global_step)
+        for callback in self.callbacks.callbacks:
+            if hasattr(callback, "on_train_batch_inputs"):
+                callback.on_train_batch_inputs(self.global_step, images, labels)
+
+    def _read_steps(self, stage, epoch: int, window: "_Window", totals: "_EpochTotals",
+                    position: int) -> None:
+        """Reads the queued steps' losses: non-finite check, totals, callbacks, bar, TensorBoard."""
+        batch = self.config.batch_size
+        values = [(step, float(loss_sum), float(correct), int(iteration))
+                  for step, loss_sum, correct, iteration in window.pending]
+        now = time.perf_counter()
+        lr = 0.0
+        for step, loss_sum, correct, iteration in values:
+            loss = loss_sum / batch
+            if not math.isfinite(loss):
+                self.global_step = step
+                self._stop_non_finite(stage, epoch, f"training loss {loss}")
+            lr = self.lr_schedule.value(iteration)
+            totals.add(loss_sum, correct, batch, 0.0)
+            self.outputs.scalar("step/loss", loss, step + 1)
+            self.outputs.scalar("step/lr", lr, step + 1)
+            self.callbacks.on_train_batch_end(step - epoch * self.steps_per_epoch, {
+                "loss": loss, "lr": lr, "step": step, "stage": stage.index, "epoch": epoch,
+                "image_size": stage.image_size, "images_per_sec": window.speed})
+        window.read(len(values), batch, now, totals)
+        self.progress.update(position, totals.loss, totals.acc, lr, window.speed)
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -407,9 +455,10 @@ class Trainer:
                 self.model = build_model(
                     config.model, include_top=True, pooling="avg", input_shape=(None, None, 3),
                     classes=self.num_classes, classifier_activation=None, dropout_rate=max_dropout,
-                    drop_path_rate=config.drop_path, width=config.width, depth=config.depth)
+                    drop_path_rate=config.drop_path_rate, width=config.width, depth=config.depth)
             finally:
                 keras.mixed_precision.set_global_policy(previous)
+            self.model.stop_training = False  # what model.fit sets; callbacks may set it True
             self.lr_schedule = optim.make_lr_schedule(config, self.steps_per_epoch, self.total_steps)
             self.optimizer, self.l2 = optim.make_optimizer(
                 config.optimizer, self.lr_schedule, self.model, weight_decay=config.weight_decay,
@@ -423,6 +472,17 @@ class Trainer:
         self.decayed = optim.decayed_variables(self.model) if self.l2 else []
         self.bn_statistics = [v for v in self.model.non_trainable_variables
                               if tf.as_dtype(v.dtype).is_floating]
+
+    def _callback_list(self, callbacks) -> keras.callbacks.CallbackList:
+        callbacks = list(callbacks)
+        for callback in callbacks:
+            if not isinstance(callback, keras.callbacks.Callback):
+                raise TypeError(f"callbacks: expected keras.callbacks.Callback objects, got "
+                                f"{type(callback).__name__}.")
+            if isinstance(callback, Callback):
+                callback.trainer = self
+        return keras.callbacks.CallbackList(callbacks, model=self.model, epochs=self.schedule.epochs,
+                                            steps=self.steps_per_epoch, verbose=0)
 
     def _make_train_function(self):
         """The traced train step. With ``fast_step`` (and one replica) it is traced once for
@@ -517,22 +577,11 @@ class Trainer:
 
         def dataset_fn(context):
             seed = _derive_seed(config.seed, "train", stage.index, start_step, context.input_pipeline_id)
-            image_aug = (augment.make_image_augmenter(stage.randaug_magnitude, RANDAUGMENT_NUM_OPS, seed=seed,
-                                                      probability=config.randaug_probability)
-                         if stage.randaug_magnitude > 0 and config.randaug_probability > 0 else None)
-            batch_aug = augment.make_batch_augmenter(
-                self.num_classes, stage.mixup_alpha, stage.cutmix_alpha, config.label_smoothing,
-                seed=seed + 1)
-            # Plain TF code: AutoGraph conversion would only warn about their closures.
-            no_autograph = tf.autograph.experimental.do_not_convert
-            image_aug = None if image_aug is None else no_autograph(image_aug)
-            batch_aug = no_autograph(batch_aug)
-            ds = data.make_pipeline(
-                _shard(self.splits.train, context), stage.image_size,
-                context.get_per_replica_batch_size(config.batch_size), self.num_classes,
-                training=True, image_augment=image_aug, batch_augment=batch_aug, seed=seed,
-                drop_remainder=True, flip=config.flip, crop_scale=(config.crop_scale_min, 1.0))
-            return ds.repeat()
+            return stage_dataset(
+                _shard(self.splits.train, context), stage, context.get_per_replica_batch_size(config.batch_size),
+                self.num_classes, seed=seed, randaug_probability=config.randaug_probability,
+                label_smoothing=config.label_smoothing, flip=config.flip,
+                crop_scale=(config.crop_scale_min, 1.0)).repeat()
 
         return self._distribute(dataset_fn)
 
@@ -564,20 +613,36 @@ class Trainer:
     # -- run directory, checkpoints, resume ------------------------------------------------
 
     def _start(self) -> None:
-        if self.is_chief:
-            os.makedirs(self.out, exist_ok=True)
         existing = self.checkpoints.list()
         if existing and not self.config.resume:
             raise ConfigError(f"--out: {self.out} already holds checkpoints of a run; pass --resume to "
                               "continue it, or choose another --out.")
+        self.model.stop_training = False
         if self.config.resume:
             self._restore()
-        if self.is_chief:
-            self.config.save(os.path.join(self.out, "config.json"))
-            with open(os.path.join(self.out, "schedule.json"), "w") as f:
-                json.dump(self.schedule.to_dict(), f, indent=2)
-            self._writer = tf.summary.create_file_writer(os.path.join(self.out, "tensorboard"))
-        self._log(self._header())
+        self.outputs = outputs.RunOutputs(self.out, is_chief=self.is_chief)
+        self.outputs.write_config(self.config, self.schedule)
+        self.outputs.hparams(self.config)
+        self.progress = outputs.Progress(self.total_steps, self.global_step,
+                                         verbose=self.config.verbose if self.is_chief else 0)
+        spec = get_spec(self.config.model)
+        self.header = outputs.header_text(
+            self.config, params=self.model.count_params(), data_summary=self.splits.summary(),
+            replicas=self.replicas, device=self.device, workers=self.num_workers, jit=self.jit,
+            recipe_reason=self.recipe_reason, recipe_flags=self.recipe_flags, variant_width=spec.width,
+            variant_depth=spec.depth, schedule=self.schedule, steps_per_epoch=self.steps_per_epoch,
+            out=self.out)
+        self._log(self.header)
+
+    def _checkpoint_groups(self) -> ckpt_lib.Groups:
+        """What a checkpoint holds, keyed by variable path: model, optimizer slots, EMA shadows
+        (each under the path of the model variable it averages)."""
+        groups = {"model": ckpt_lib.model_variables(self.model),
+                  "optimizer": ckpt_lib.optimizer_variables(self.optimizer)}
+        if self.ema is not None:
+            groups["ema"] = [(path, shadow) for (path, _), shadow
+                             in zip(ckpt_lib.named(self.ema.variables), self.ema.shadows)]
+        return groups
 
     def _restore(self) -> None:
         found = self.checkpoints.newest_good(check=self._check_checkpoint)
@@ -585,10 +650,7 @@ class Trainer:
             self._log(f"--resume: no checkpoint in {self.checkpoints.directory}; starting from scratch.")
             return
         path, arrays, state = found
-        _assign(self.model.variables, _take(arrays, "model", len(self.model.variables)))
-        _assign(self.optimizer.variables, _take(arrays, "optimizer", len(self.optimizer.variables)))
-        if self.ema is not None:
-            _assign(self.ema.shadows, _take(arrays, "ema", len(self.ema.shadows)))
+        ckpt_lib.restore(arrays, self._checkpoint_groups(), path)
         self.global_step = int(state["global_step"])
         self.rows = list(state["rows"])
         self.best = state.get("best")
@@ -607,25 +669,13 @@ class Trainer:
                 raise ckpt_lib.CheckpointError(
                     f"--{key}: the checkpoints in {self.checkpoints.directory} were made with "
                     f"--{key}={saved[key]!r}, this run has {mine!r}; use the same value or another --out.")
-        for name, variables in (("model", self.model.variables), ("optimizer", self.optimizer.variables),
-                                ("ema", self.ema.shadows if self.ema else [])):
-            shapes = [tuple(np.shape(arrays[k])) for k in sorted(arrays) if k.startswith(name + ".")]
-            if shapes != [tuple(v.shape) for v in variables]:
-                raise ckpt_lib.CheckpointError(
-                    f"--resume: the {name} variables of the checkpoint do not match this run "
-                    f"({len(shapes)} saved vs {len(variables)}); same --model/--width/--depth/--optimizer?")
+        ckpt_lib.check_fits(arrays, self._checkpoint_groups(), self.checkpoints.directory)
 
     def _save_checkpoint(self, stage) -> None:
-        arrays = {}
-        groups = (("model", self.model.variables), ("optimizer", self.optimizer.variables),
-                  ("ema", self.ema.shadows if self.ema else []))
-        for name, variables in groups:
-            for i, v in enumerate(variables):
-                value = np.asarray(v.numpy())
-                if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-                    self._stop_non_finite(stage, self.global_step // self.steps_per_epoch,
-                                          f"non-finite {name} weights ({getattr(v, 'path', v.name)})")
-                arrays[f"{name}.{i:05d}"] = value
+        arrays = ckpt_lib.pack(self._checkpoint_groups())
+        bad = ckpt_lib.first_non_finite(arrays)
+        if bad is not None:
+            self._stop_non_finite(stage, self.global_step // self.steps_per_epoch, f"weights ({bad})")
         state = {
             "global_step": self.global_step, "epoch": self.global_step // self.steps_per_epoch,
             "stage": stage.index, "rows": self.rows, "best": self.best,
@@ -636,33 +686,17 @@ class Trainer:
         path = self.checkpoints.save(self.global_step, arrays, state)
         self.last_checkpoint = path or self.checkpoints.path_for(self.global_step)
         if self.is_chief:
-            self._prune_best_files()
+            ckpt_lib.prune_best(self.checkpoints.directory, [self.best["file"]] if self.best else [],
+                                [p for _, p in self.checkpoints.list()])
 
     def _save_best(self, epoch: int, val_top1: float) -> None:
         """Keeps the evaluation weights of the best epoch: in memory (every worker) and on disk."""
-        name = f"best-e{epoch:05d}.npz"
         with self._eval_weights(raw=False):
-            self._best_values = [np.asarray(v.numpy()) for v in self.model.variables]
+            self._best_arrays = ckpt_lib.pack({"model": ckpt_lib.model_variables(self.model)})
+        name = ckpt_lib.BEST_PATTERN.format(epoch=epoch)
         if self.is_chief:
-            arrays = {f"model.{i:05d}": value for i, value in enumerate(self._best_values)}
-            ckpt_lib.atomic_savez(os.path.join(self.checkpoints.directory, name),
-                                  {**arrays, ckpt_lib.STATE_KEY: ckpt_lib.encode_state(
-                                      {"epoch": epoch, "val_top1": val_top1})})
+            name = ckpt_lib.save_best(self.checkpoints.directory, epoch, val_top1, self._best_arrays)
         self.best = {"epoch": epoch, "val_top1": val_top1, "file": name}
-
-    def _prune_best_files(self) -> None:
-        """Removes best-weights files no kept checkpoint (nor the current run) refers to."""
-        keep = {self.best["file"]} if self.best else set()
-        for _, path in self.checkpoints.list():
-            try:
-                best = ckpt_lib.read_state(path).get("best")
-            except Exception:  # an unreadable checkpoint refers to nothing
-                continue
-            if best:
-                keep.add(best["file"])
-        for path in glob.glob(os.path.join(self.checkpoints.directory, "best-e*.npz")):
-            if os.path.basename(path) not in keep:
-                os.remove(path)
 
     def _stop_non_finite(self, stage, epoch: int, what: str) -> None:
         last = self.last_checkpoint or "none (no checkpoint was written yet)"
@@ -670,127 +704,24 @@ class Trainer:
                    f"({stage.image_size} px), epoch {epoch + 1}, global step {self.global_step + 1}; "
                    f"training stopped. Last good checkpoint: {last} (left untouched). "
                    "Lower --lr (or change --mixed_precision) and continue with --resume.")
-        if self._writer is not None:
-            self._writer.close()
+        self.outputs.close()
         raise NonFiniteLossError(message)
 
-    # -- outputs --------------------------------------------------------------------------------
-
     def _write_metrics(self, final: Optional[dict] = None) -> None:
-        if not self.is_chief:
-            return
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        for row in self.rows:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
-        _atomic_write(os.path.join(self.out, "metrics.csv"), buffer.getvalue())
-        payload = {"epochs": self.rows, "steps_per_epoch": self.steps_per_epoch,
-                   "total_steps": self.total_steps, "best": self.best}
-        if final is not None:
-            payload["final"] = final
-        _atomic_write(os.path.join(self.out, "metrics.json"), json.dumps(payload, indent=2))
-        if self.rows:
-            plots.plot_curves(self.rows, self.schedule.stages, os.path.join(self.out, "curves.png"),
-                              eval_size=self.config.eval_size)
-
-    def _scalar(self, name: str, value: float, step: int) -> None:
-        # tf.summary.write with the scalars plugin's metadata: what tf.summary.scalar
-        # writes, without needing the tensorboard package installed.
-        if self._writer is not None:
-            with self._writer.as_default():
-                tf.summary.write(name, tf.constant(value, tf.float32), step=step,
-                                 metadata=_SCALAR_METADATA)
-
-    def _progress_bar(self, stage, epoch: int):
-        if not self.is_chief or self.config.verbose != 1:
-            return None
-        prefix = (f"epoch {epoch + 1}/{self.schedule.total_epochs} stage "
-                  f"{stage.index + 1}/{len(self.schedule.stages)} {stage.image_size}px")
-        return _ProgressBar(self.steps_per_epoch, prefix,
-                            start=self.global_step - epoch * self.steps_per_epoch)
+        self.outputs.write_metrics(
+            self.rows, self.schedule.stages, eval_size=self.config.eval_size, final=final,
+            extra={"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps, "best": self.best})
 
     def _log(self, text: str) -> None:
         if self.is_chief and self.config.verbose:
             print(text, flush=True)
 
-    def _header(self) -> str:
-        c = self.config
-        params = self.model.count_params()
-        lines = [
-            f"effv2 train: {c.model} (width {c.width or get_spec(c.model).width}, depth "
-            f"{c.depth or get_spec(c.model).depth}, {params:,} parameters) on {c.data}: "
-            f"{self.splits.summary()}",
-            f"{self.replicas} replica(s) on {self.device} ({c.strategy} strategy, {self.num_workers} "
-            f"worker(s)); precision {c.mixed_precision}; XLA {'on' if self.jit else 'off'}",
-            f"recipe {c.recipe} ({self.recipe_reason}; docs/PROGRESSIVE.md#recipes)"
-            + (f"; given: {', '.join('--' + k for k in self.recipe_flags)}" if self.recipe_flags else ""),
-            f"{c.optimizer}, lr {c.lr:g} per 256 -> {c.scaled_lr():g} at batch {c.batch_size}, "
-            f"warm-up {c.warmup_epochs:g} epochs, {c.lr_decay} decay"
-            f"{f' x{c.lr_decay_rate:g} per {c.lr_decay_epochs:g} epochs' if c.lr_decay == 'exponential' else ''}; "
-            f"weight decay {c.weight_decay:g}; EMA {c.ema_decay:g}; label smoothing {c.label_smoothing:g}",
-            f"regularization scale {c.regularization_scale:g}: RandAugment on "
-            f"{c.randaug_probability:.0%} of the images, crop area {c.crop_scale_min:g}-1",
-            f"{self.schedule.total_epochs} epochs x {self.steps_per_epoch} steps = {self.total_steps} "
-            f"steps; evaluation at {c.eval_size} px; output in {self.out}",
-            self.schedule.table(),
-        ]
-        return "\n".join(lines)
-
-    def _summary(self, result: TrainResult) -> str:
-        minutes, seconds = divmod(int(round(result.seconds)), 60)
-        lines = [f"\nDone: {len(result.rows)} epochs, {result.global_step} steps in "
-                 f"{minutes}m {seconds:02d}s."]
-        which = "EMA" if self.ema is not None else "final"
-        if self.config.select == "best" and self.best is not None:
-            lines.append(f"Selected weights: {which}, epoch {result.selected_epoch} "
-                         f"(best validation top-1).")
-        else:
-            lines.append(f"Selected weights: {which}, last epoch ({result.selected_epoch}).")
-        for name, m in (("validation", result.val), ("test", result.test)):
-            if m:
-                lines.append(f"  {name:<10} top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  "
-                             f"loss {m['loss']:.4f}  ({m['examples']} images)")
-        if result.model_path:
-            lines.append(f"Wrote {result.model_path} (+ config.json, schedule.json, metrics.csv/json, "
-                         "curves.png, tensorboard/)")
-        return "\n".join(lines)
-
-
-class _ProgressBar:
-    """One line per epoch: ``epoch 3/12 stage 2/3 48px [=====>    ] 12/25 loss ... img/s``.
-
-    Redrawn in place on a terminal; elsewhere (logs, CI) printed once when the epoch ends.
-    """
-
-    WIDTH = 24
-
-    def __init__(self, target: int, prefix: str, start: int = 0):
-        self.target, self.prefix = target, prefix
-        self.dynamic = hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
-        self._last_draw = 0.0
-        self.current = start
-
-    def update(self, current: int, text: str) -> None:
-        self.current = current
-        done = current >= self.target
-        now = time.time()
-        if not done and (not self.dynamic or now - self._last_draw < 0.1):
-            return
-        self._last_draw = now
-        filled = int(self.WIDTH * current / max(self.target, 1))
-        bar = "=" * filled + (">" if filled < self.WIDTH else "") + " " * (self.WIDTH - filled - 1)
-        line = f"{self.prefix} [{bar[:self.WIDTH]}] {current}/{self.target} - {text}"
-        end = "\n" if done else ""
-        sys.stdout.write(("\r" + line + end) if self.dynamic else (line + "\n"))
-        sys.stdout.flush()
-
 
 class _Window:
     """Steps queued since the last host read, and the epoch's timed throughput."""
 
-    def __init__(self, bar, start: float):
-        self.bar, self.pending = bar, []
+    def __init__(self, start: float):
+        self.pending = []
         self.last_read, self.timed_from, self.timed_images, self.speed = start, None, 0, 0.0
 
     def read(self, steps: int, batch: int, now: float, totals: "_EpochTotals") -> None:
@@ -833,50 +764,6 @@ class _EpochTotals:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _validated(config: TrainConfig) -> TrainConfig:
-    try:
-        return config.validate()
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def _load_data(config: TrainConfig) -> data.DatasetSplits:
-    try:
-        return data.load(config.data, data_dir=config.data_dir, val_fraction=config.val_fraction,
-                         seed=config.seed, cache_dir=config.cache_dir)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        raise ConfigError(f"--data: {e}") from e
-
-
-def _make_schedule(config: TrainConfig) -> schedule_lib.ProgressiveSchedule:
-    """The schedule of a RESOLVED config: flags, else the variant's defaults, with the
-    default Mixup/CutMix alphas multiplied by the regularization scale (RandAugment keeps
-    Table 6's magnitudes; the scale sets the fraction of images it is applied to)."""
-    spec = get_spec(config.model)
-    defaults = spec.progressive
-    scale = config.regularization_scale
-    mixup = tuple(a * scale for a in defaults.mixup_alpha)
-    pairs = {}
-    for name, low, high, default in (
-            ("image_size", "min_size", "max_size", defaults.image_size),
-            ("randaug_magnitude", "randaug_min", "randaug_max", defaults.randaug_magnitude),
-            ("mixup_alpha", "mixup_min", "mixup_max", mixup),
-            ("cutmix_alpha", "cutmix_min", "cutmix_max", (0.0, 0.0)),
-            ("dropout", "dropout_min", "dropout_max", defaults.dropout)):
-        lo, hi = getattr(config, low), getattr(config, high)
-        lo = default[0] if lo is None else lo
-        hi = default[1] if hi is None else hi
-        if lo > hi:
-            flag = low if getattr(config, low) is not None else high
-            raise ConfigError(f"--{flag}: gives {name} (min, max) = ({lo}, {hi}) with min > max "
-                              f"(the {spec.name} default is {default}); set both --{low} and --{high}.")
-        pairs[name] = (lo, hi)
-    try:
-        return schedule_lib.make_schedule(config.model, config.epochs, config.stages, **pairs)
-    except ValueError as e:
-        raise ConfigError(f"schedule: {e}") from e
-
-
 def _skip_together(grads):
     """Per-replica gradients, made non-finite on every replica when any replica's are.
 
@@ -911,19 +798,3 @@ def _find_layer(model, name):
         return model.get_layer(name)
     except ValueError:
         return None
-
-
-def _take(arrays, prefix: str, count: int):
-    return [arrays[f"{prefix}.{i:05d}"] for i in range(count)]
-
-
-def _assign(variables, values) -> None:
-    for variable, value in zip(variables, values):
-        variable.assign(value)
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

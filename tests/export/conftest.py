@@ -8,12 +8,12 @@ or $EFFV2_SHARED_DATA); tests that need them skip with the path they looked at.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from export_testlib import ARTIFACTS, SIZE, build_tiny, export_all, reload_in_fresh_process, shared_dataset
+from export_testlib import (ARTIFACTS, DIGIT_WORDS, SIZE, build_tiny, export_all, reload_in_fresh_process,
+                            shared_dataset)
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +26,18 @@ def clothing_dir() -> Path:
     return shared_dataset("clothing160")
 
 
+@pytest.fixture(scope="session")
+def words_dir(digits_dir, tmp_path_factory) -> Path:
+    """The sign-digit photos with class folders named by word (``sign_zero`` ...), linked:
+    class names a reader can only get from the run's manifest, never guess from 0-9."""
+    root = tmp_path_factory.mktemp("signwords")
+    for split in ("train", "test"):
+        for digit, word in enumerate(DIGIT_WORDS):
+            (root / split).mkdir(exist_ok=True)
+            (root / split / word).symlink_to(digits_dir / split / str(digit), target_is_directory=True)
+    return root
+
+
 @pytest.fixture
 def tiny_model():
     """An untrained tiny V2-B0 at 64 px (for error paths)."""
@@ -33,8 +45,9 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, digits_dir):
-    """A tiny V2-B0 (64 px) trained for 5 epochs on 800 sign-digit photos, as a run directory.
+def tiny_run(tmp_path_factory, words_dir):
+    """A tiny V2-B0 (64 px) trained for 8 epochs on 800 sign-digit photos, as a run directory
+    (model.keras + run.json, as effv2 train writes it) whose classes are ``sign_zero`` ...
 
     Brief training gives it real, confident predictions (~55-60% test accuracy),
     which the quantized-agreement checks need; an untrained model's near-uniform
@@ -42,18 +55,20 @@ def tiny_run(tmp_path_factory, digits_dir):
     """
     import keras
 
+    from effv2_keras import run_dir
     from effv2_keras.export import sample_folder
 
     keras.utils.set_random_seed(0)
-    train = sample_folder(digits_dir, SIZE, 800, "train", seed=0)
-    test = sample_folder(digits_dir, SIZE, 192, "test", seed=0)
+    train = sample_folder(words_dir, SIZE, 800, "train", seed=0)
+    test = sample_folder(words_dir, SIZE, 192, "test", seed=0)
     model = build_tiny()
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    model.fit(train.images, train.labels, batch_size=32, epochs=5, verbose=0)
+    model.fit(train.images, train.labels, batch_size=32, epochs=8, verbose=0)
     run = tmp_path_factory.mktemp("run")
     model.save(run / "model.keras")
-    config = {"model": "efficientnetv2-b0", "class_names": train.class_names}
-    (run / "config.json").write_text(json.dumps(config))
+    run_dir.write(run, run_dir.RunManifest(model="efficientnetv2-b0", num_classes=10, width=0.25, depth=0.25,
+                                           class_names=train.class_names, eval_size=SIZE[0],
+                                           data=f"folder:{words_dir}"))
     return SimpleNamespace(path=run, model=model, train=train, test=test, class_names=train.class_names)
 
 
@@ -83,6 +98,6 @@ def reloaded(artifacts, tiny_run, jpegs, tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference(tiny_run):
     """The Keras model's probabilities on the test photos."""
-    from effv2_keras.export.common import keras_probabilities
+    from effv2_keras.export.head import keras_probabilities
 
     return keras_probabilities(tiny_run.model, tiny_run.test.images)

@@ -18,6 +18,8 @@ SHARED_DATA = Path(os.environ.get("EFFV2_SHARED_DATA")
 TINY = dict(width=0.25, depth=0.25, input_shape=(64, 64, 3), classes=10)
 SIZE = (64, 64)
 RELOAD_SCRIPT = Path(__file__).with_name("reload_artifacts.py")
+DIGIT_WORDS = [f"sign_{w}" for w in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                                     "nine")]
 
 
 def shared_dataset(name: str) -> Path:

@@ -98,20 +98,22 @@ def main(argv=None):
         args.model = str(train(args))
 
     from effv2_keras import export
-    from effv2_keras.export import common, images, verification
+    from effv2_keras.export import images, verification
+    from effv2_keras.export.head import keras_probabilities, resolve_image_size, static_image_size
+    from effv2_keras.export.source import load_source
     from effv2_keras.export.predictor import load_predictor
 
     start = time.perf_counter()
     if args.model:
-        src = common.load_source(args.model)
+        src = load_source(args.model)
         model, names, label = src.model, src.class_names, args.model
-        size = common.resolve_image_size(model, None, src.image_size)
+        size = src.fixed_size()
     else:
         import effv2_keras
 
         model = effv2_keras.build(args.variant)
         names, label = None, f"{args.variant} (untrained, 1000 classes)"
-        size = common.resolve_image_size(model)
+        size = resolve_image_size(model)
 
     print(f"model {label}: {model.count_params():,} parameters, {size[0]}x{size[1]} "
           f"({time.perf_counter() - start:.1f} s to load/build)", flush=True)
@@ -122,13 +124,13 @@ def main(argv=None):
         train_photos = images.load_split(args.data, size, "train", args.bn_calibrate, seed=1).images
         calibrate_batchnorm(model, np.concatenate([train_photos, test.images]))
     labels = verification.align_labels(test.labels, test.class_names, names) if names else None
-    reference = common.keras_probabilities(model, test.images)
+    reference = keras_probabilities(model, test.images)
     print(f"Keras reference on {len(test.images)} photos: mean top-1 probability "
           f"{reference.max(-1).mean():.4f}, distinct top-1 classes {len(set(reference.argmax(-1)))}", flush=True)
     representative = None
     out = Path(args.out)
     rows = []
-    static_size = common.static_image_size(model)
+    static_size = static_image_size(model)
     if args.model and args.formats == "onnx":
         # ONNX alone from a file (how L/XL are measured): hand the exporter the path and let
         # this process's copy go, so it does not sit beside the tf2onnx child's (24 GB here).
@@ -203,6 +205,7 @@ def train(args) -> Path:
     import tensorflow as tf
 
     import effv2_keras
+    from effv2_keras import run_dir
     from effv2_keras.export import sample_folder
 
     keras.utils.set_random_seed(0)
@@ -254,7 +257,8 @@ def train(args) -> Path:
     run = Path(args.out) / "run"
     run.mkdir(parents=True, exist_ok=True)
     model.save(run / "model.keras")
-    (run / "class_names.json").write_text(json.dumps(data.class_names) + "\n")
+    run_dir.write(run, run_dir.RunManifest(model=model.name, num_classes=len(data.class_names),
+                                           class_names=data.class_names, eval_size=size[0]))
     print(f"trained {args.train} in {time.perf_counter() - start:.0f} s: val accuracy "
           f"{history.history['val_accuracy'][-1]:.3f}", flush=True)
     return run

@@ -12,8 +12,6 @@ held to 97%: that target is measured on a trained model (docs/EXPORT.md).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -41,8 +39,9 @@ def fit_head(model, images, labels, classes=10, ridge=1e-2, scale=8.0):
 def test_b0_224_every_format(clothing_dir, jpegs, tmp_path):
     import effv2_keras
 
+    from effv2_keras import run_dir
     from effv2_keras.export import load_image_files, sample_folder
-    from effv2_keras.export.common import keras_probabilities
+    from effv2_keras.export.head import keras_probabilities
 
     import keras
 
@@ -57,7 +56,8 @@ def test_b0_224_every_format(clothing_dir, jpegs, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     model.save(run / "model.keras")
-    (run / "class_names.json").write_text(json.dumps(fit.class_names))
+    run_dir.write(run, run_dir.RunManifest(model=model.name, num_classes=10, class_names=fit.class_names,
+                                           eval_size=SIZE[0]))
     artifacts = export_all(run, tmp_path / "artifacts", fit.images[:24], names=SWEEP,
                            in_helper=("onnx", "tfhub", "tflite_fp16"))
     pixels = load_image_files(jpegs, SIZE)

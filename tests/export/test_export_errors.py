@@ -37,7 +37,7 @@ def test_tflite_given_where_a_keras_model_is_needed(tmp_path):
 
 
 def test_saved_model_given_where_a_keras_model_is_needed(tmp_path):
-    from effv2_keras.export.common import load_source
+    from effv2_keras.export import load_source
 
     (tmp_path / "saved_model.pb").write_bytes(b"")
     with pytest.raises(ExportError, match="is a SavedModel"):
@@ -54,8 +54,9 @@ def test_int8_without_representative_data(tmp_path, tiny_model):
     with pytest.raises(ExportError, match="representative images") as error:
         export_tflite(tiny_model, tmp_path / "out", quantize="int8")
     one_line(error)
-    with pytest.raises(ExportError, match="--quantize int8"):
+    with pytest.raises(ExportError, match="int8_io\\) needs quantize int8") as error:
         export_tflite(tiny_model, tmp_path / "out", quantize="fp16", int8_io=True)
+    assert error.value.render(lambda name: "--" + name).endswith("(--int8_io) needs --quantize int8.")
     with pytest.raises(ExportError, match="quantize must be"):
         export_tflite(tiny_model, tmp_path / "out", quantize="int4")
 
@@ -98,5 +99,5 @@ def test_wrong_image_size_and_class_names(tmp_path, tiny_model):
     model = tiny_model
     with pytest.raises(ExportError, match="64x64"):
         load_predictor(model).predict(np.zeros((1, 32, 32, 3), np.float32))
-    with pytest.raises(ExportError, match="3 class names given for a model with 10 outputs"):
+    with pytest.raises(ExportError, match="3 class_names given for a model with 10 outputs"):
         export_saved_model(model, tmp_path / "out", class_names=["a", "b", "c"])

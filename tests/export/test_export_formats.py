@@ -99,14 +99,14 @@ def test_every_graph_is_an_inference_graph(artifacts, tiny_run):
     import tensorflow as tf
 
     from effv2_keras.export import training_ops
-    from effv2_keras.export.predictor import TFLitePredictor
+    from effv2_keras.export.tflite import ops_of
 
     for name in ("saved_model", "tfhub"):
         loaded = tf.saved_model.load(str(artifacts[name][1]))
         for signature in loaded.signatures.values():
             assert training_ops(signature) == [], name
     for name in ("tflite_fp32", "tflite_int8"):
-        ops = {d["op_name"] for d in TFLitePredictor(artifacts[name][1]).interpreter._get_ops_details()}
+        ops = {op for op, _ in ops_of(artifacts[name][1].read_bytes())}
         assert not {op for op in ops if "RANDOM" in op or "DROPOUT" in op}, ops
     model = keras.Model.from_config(tiny_run.model.get_config())  # has dropout and drop-path
     traced = tf.function(lambda x: model(x, training=True)).get_concrete_function(
@@ -116,7 +116,7 @@ def test_every_graph_is_an_inference_graph(artifacts, tiny_run):
 
 
 def test_metadata_and_labels_travel_with_the_artifacts(artifacts, tiny_run):
-    from effv2_keras.export.common import read_metadata
+    from effv2_keras.export.artifacts import read_metadata
 
     for name, (fmt, path, _) in artifacts.items():
         metadata = read_metadata(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 
 def small_model(classes=3):
@@ -19,6 +20,7 @@ def test_keras_export_writes_the_ema_weights(tmp_path):
     the raw weights, and without optimizer state."""
     import keras
 
+    from effv2_keras import run_dir
     from effv2_keras.export import export_keras
 
     keras.utils.set_random_seed(0)
@@ -45,39 +47,101 @@ def test_keras_export_writes_the_ema_weights(tmp_path):
     assert getattr(reloaded, "optimizer", None) is None
     metadata = json.loads((tmp_path / "ema" / "effv2_export.json").read_text())
     assert metadata["ema"] is True and metadata["class_names"] == ["a", "b", "c"]
-    assert json.loads((tmp_path / "ema" / "class_names.json").read_text()) == ["a", "b", "c"]
+    manifest = run_dir.find(tmp_path / "ema" / "model.keras")  # the .keras carries its run.json
+    assert manifest.class_names == ["a", "b", "c"] and manifest.eval_size == 32 and manifest.num_classes == 3
 
     raw_copy = keras.saving.load_model(export_keras(model, tmp_path / "raw", use_ema=False))
     for raw, exported in zip(model.trainable_variables, raw_copy.trainable_variables):
         np.testing.assert_array_equal(exported.numpy(), raw.numpy())
 
 
-def test_run_directory_conventions(tmp_path):
-    """model_ema.keras wins over model.keras; class names from a folder data spec;
-    the image size of a size-free model from config.json's eval_size."""
+def test_run_directory_is_read_from_its_manifest_only(tmp_path):
+    """Class names, eval size and crop come from run.json, never from the data folder it
+    names, a config.json or other files beside it; no run.json, no run directory."""
     import effv2_keras
 
-    from effv2_keras.export.common import load_source, resolve_image_size
+    from effv2_keras import run_dir
+    from effv2_keras.export import ExportError, load_predictor, load_source
 
     data = tmp_path / "data"
-    for split, names in (("train", ["cat", "dog", "emu"]), ("test", ["cat"])):
-        for name in names:
-            (data / split / name).mkdir(parents=True)
+    for name in ("cat", "dog", "emu"):
+        (data / "train" / name).mkdir(parents=True)
     run = tmp_path / "run"
-    run.mkdir()
-    plain, ema = small_model(), small_model()
-    plain.save(run / "model.keras")
-    ema.save(run / "model_ema.keras")
-    (run / "config.json").write_text(json.dumps({"data": f"folder:{data}", "eval_size": 48}))
-    source = load_source(run)
-    assert source.ema and source.path.name == "model_ema.keras"
-    assert source.class_names == ["cat", "dog", "emu"]
-    np.testing.assert_array_equal(source.model.get_layer("predictions").get_weights()[0],
-                                  ema.get_layer("predictions").get_weights()[0])
-    assert load_source(run, use_ema=False).path.name == "model.keras"
-
     free = effv2_keras.build("efficientnetv2-b0", width=0.25, depth=0.25, input_shape=(None, None, 3),
                              pooling="avg", classes=3)
-    assert resolve_image_size(free, None, source.image_size) == (48, 48)
-    assert resolve_image_size(free) == (224, 224)  # the variant's eval size
-    assert resolve_image_size(plain) == (32, 32)
+    run.mkdir()
+    free.save(run / "weights.keras")
+    (run / "config.json").write_text(json.dumps({"class_names": ["x", "y", "z"], "eval_size": 99}))
+    (run / "labels.txt").write_text("p\nq\nr\n")
+    with pytest.raises(ExportError, match="holds no run.json"):
+        load_source(run)
+    manifest = run_dir.RunManifest(model="efficientnetv2-b0", num_classes=3, class_names=["ant", "bee", "cow"],
+                                   eval_size=48, crop_fraction=0.9, data=f"folder:{data}",
+                                   files={"model": "weights.keras"})
+    run_dir.write(run, manifest)
+    for path in (run, run / "weights.keras"):
+        source = load_source(path)
+        assert source.path == run / "weights.keras" and source.manifest == manifest
+        assert source.class_names == ["ant", "bee", "cow"]
+        assert source.fixed_size() == (48, 48) and source.crop_fraction == 0.9
+    predictor = load_predictor(run)
+    assert predictor.image_size == (48, 48) and predictor.class_name(2) == "cow"
+
+    other = tmp_path / "other.keras"  # a bare .keras: just a model
+    free.save(other)
+    bare = load_source(other)
+    assert bare.class_names is None and bare.manifest is None and bare.fixed_size() == (224, 224)
+    assert load_predictor(other).class_name(1) == "class_1"
+    (run / "weights.keras").rename(run / "gone.keras")
+    with pytest.raises(ExportError, match="names model file 'weights.keras', which is missing"):
+        load_source(run)
+
+
+def test_a_keras_file_exported_alone_carries_its_manifest(tmp_path):
+    """export_keras of a run writes run.json beside model.keras; copied elsewhere with it,
+    the file still has its class names and size, and predict uses them."""
+    import shutil
+
+    from effv2_keras import run_dir
+    from effv2_keras.export import export_keras, load_predictor
+
+    model = small_model()
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    run_dir.write(run, run_dir.RunManifest(model="efficientnetv2-b0", num_classes=3, eval_size=32,
+                                           class_names=["hat", "shoe", "bag"], data="folder:/somewhere"))
+    path = export_keras(run, tmp_path / "exported")
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.copy(path, moved / "model.keras")
+    shutil.copy(path.parent / run_dir.MANIFEST_FILE, moved / run_dir.MANIFEST_FILE)
+    manifest = run_dir.find(moved / "model.keras")
+    assert manifest.class_names == ["hat", "shoe", "bag"] and manifest.data == "folder:/somewhere"
+    assert manifest.files == {"model": "model.keras"} and manifest.classifier_activation == "softmax"
+    predictor = load_predictor(moved / "model.keras")
+    assert [predictor.class_name(i) for i in range(3)] == ["hat", "shoe", "bag"]
+    scores = predictor.predict(np.full((2, 32, 32, 3), 128.0, np.float32))
+    np.testing.assert_allclose(scores.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_logits_model_exports_probabilities(tmp_path):
+    """A model ending in logits (older files, user models) still exports probabilities."""
+    import effv2_keras
+
+    from effv2_keras import run_dir
+    from effv2_keras.export import load_predictor
+    from effv2_keras.export.head import keras_probabilities, resolve_image_size
+
+    logits = effv2_keras.build("efficientnetv2-b0", width=0.25, depth=0.25, input_shape=(32, 32, 3),
+                               classes=3, classifier_activation=None)
+    from effv2_keras.export import export_keras
+
+    path = export_keras(logits, tmp_path / "logits")
+    assert run_dir.find(path).classifier_activation == "linear"
+    assert run_dir.find(path).class_names == ["class_0", "class_1", "class_2"]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    scores = load_predictor(path).predict(images)
+    np.testing.assert_allclose(scores.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(scores, keras_probabilities(logits, images), atol=1e-6)
+    assert resolve_image_size(logits) == (32, 32)

@@ -56,7 +56,7 @@ def test_size_free_model_keeps_a_free_input_size(tmp_path, clothing_dir):
     import tensorflow as tf
 
     from effv2_keras.export import export_saved_model, load_image_files
-    from effv2_keras.export.common import keras_probabilities
+    from effv2_keras.export.head import keras_probabilities
 
     model = effv2_keras.build("efficientnetv2-b0", width=0.25, depth=0.25, input_shape=(None, None, 3),
                               pooling="avg", classes=4)

@@ -16,18 +16,21 @@ test_training_regularization_differs_from_keras_on_purpose pins both.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
 import effv2_keras
-from effv2_keras.models import timm_import
 from effv2_keras.models import weights as weights_lib
 from effv2_keras.models.builder import scaled_blocks
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], "float32")
 SIZE = 128  # modest, real photos resized; parity does not depend on the size
+TIMM_IMPORT = Path(__file__).resolve().parents[2] / "tools" / "timm_import.py"
 
 
 def infer(model, x):
@@ -104,6 +107,9 @@ def test_training_regularization_differs_from_keras_on_purpose(variant, keras_la
 def import_timm():
     """timm (imported with torchvision placeholders where needed), or a skip."""
     pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0, the CPU build)")
+    spec = importlib.util.spec_from_file_location("timm_import", TIMM_IMPORT)
+    timm_import = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(timm_import)
     timm = timm_import.import_timm()
     if timm is None:
         pytest.skip("timm is not installed (pip install --no-deps timm==1.0.31)")

@@ -17,19 +17,19 @@ def cli(capsys):
     """Runs `effv2 train FLAGS...` in-process; returns (exit code, stdout, stderr)."""
 
     def run(*argv):
-        flags.FLAGS.unparse_flags()
+        cli_train.FLAGS.unparse_flags()
         with pytest.raises(SystemExit) as info:
             cli_train.run(["effv2 train", *argv])
         captured = capsys.readouterr()
         return info.value.code or 0, captured.out, captured.err
 
     yield run
-    flags.FLAGS.unparse_flags()
+    cli_train.FLAGS.unparse_flags()
 
 
 def test_every_config_field_is_a_flag_with_the_same_default():
     for name in TrainConfig.field_names():
-        assert flags.FLAGS[name].default == getattr(TrainConfig(), name), name
+        assert cli_train.FLAGS[name].default == getattr(TrainConfig(), name), name
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -39,6 +39,7 @@ def test_every_config_field_is_a_flag_with_the_same_default():
     (["--min_size=64", "--max_size=48"], "--min_size"),
     (["--stages=5", "--epochs=3"], "--stages"),
     (["--dropout_max=1.5"], "--dropout_max"),
+    (["--model=efficientnetv2-q9"], "--model"),  # checked before any data is loaded
 ])
 def test_bad_flag_values_are_one_line_errors(cli, argv, flag):
     code, out, err = cli(*argv)
@@ -48,11 +49,11 @@ def test_bad_flag_values_are_one_line_errors(cli, argv, flag):
 
 
 def test_tools_train_is_the_same_tool(capsys, monkeypatch):
-    flags.FLAGS.unparse_flags()
+    cli_train.FLAGS.unparse_flags()
     monkeypatch.setattr("sys.argv", ["tools/train.py", "--batch_size=0"])
     with pytest.raises(SystemExit) as info:
         runpy.run_path(str(REPO / "tools" / "train.py"), run_name="__main__")
-    flags.FLAGS.unparse_flags()
+    cli_train.FLAGS.unparse_flags()
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == "effv2 train: error: --batch_size: must be >= 1, got 0."
 
@@ -82,7 +83,8 @@ def test_one_tiny_training_in_process(cli, tmp_path):
     config = TrainConfig.load(str(out / "config.json"))
     assert (config.optimizer, config.lr, config.steps_per_epoch, config.mixed_precision) == \
         ("sgd", 0.05, 2, "mixed_bfloat16")
-    assert "Stage 1/1: 32 px" in stdout and "2/2 - loss" in stdout and "img/s" in stdout
+    # not a terminal: no live bar, one line per epoch with the run's ETA
+    assert "Stage 1/1: 32 px" in stdout and "epoch 1/1: loss" in stdout and "img/s - run ETA" in stdout
     assert "Done: 1 epochs, 2 steps" in stdout and "test       top-1" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["final"]["global_step"] == 2 and metrics["final"]["test"]["examples"] == 359

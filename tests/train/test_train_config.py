@@ -121,16 +121,16 @@ def test_default_number_of_stages_gives_each_stage_25_epochs(epochs, stages):
 
 
 def test_default_mixup_is_scaled_but_a_given_one_is_not():
-    from effv2_keras.train.trainer import _make_schedule
+    from effv2_keras.schedule import from_config
 
     # EfficientNetV2-M's Table 6 Mixup is 0 -> 0.2; a 30-epoch run gets (30 / 100) ** 2 of it.
-    short = _make_schedule(TrainConfig(model="efficientnetv2-m", epochs=30, stages=2).resolve())
+    short = from_config(TrainConfig(model="efficientnetv2-m", epochs=30, stages=2).resolve())
     assert [s.mixup_alpha for s in short.stages] == [0.0, pytest.approx(0.018)]
     assert [s.randaug_magnitude for s in short.stages] == [5.0, 20.0]  # magnitudes stay Table 6's
-    full = _make_schedule(TrainConfig(model="efficientnetv2-m", epochs=10, stages=2,
+    full = from_config(TrainConfig(model="efficientnetv2-m", epochs=10, stages=2,
                                       regularization_scale=1.0).resolve())
     assert [s.mixup_alpha for s in full.stages] == [0.0, pytest.approx(0.2)]
-    given = _make_schedule(TrainConfig(model="efficientnetv2-m", epochs=10, stages=2,
+    given = from_config(TrainConfig(model="efficientnetv2-m", epochs=10, stages=2,
                                        mixup_min=0.1, mixup_max=0.3).resolve())
     assert [s.mixup_alpha for s in given.stages] == [pytest.approx(0.1), pytest.approx(0.3)]
 

@@ -150,7 +150,7 @@ def test_one_trainer_step_fast_equals_stock(tmp_path):
 
     from effv2_keras.train.trainer import Trainer
 
-    trainers = [Trainer(tiny_config(tmp_path / str(fast), epochs=1, stages=1, steps_per_epoch=1, drop_path=0.0,
+    trainers = [Trainer(tiny_config(tmp_path / str(fast), epochs=1, stages=1, steps_per_epoch=1, drop_path_rate=0.0,
                                     dropout_min=0.0, dropout_max=0.0, fast_step=fast,
                                     recipe="paper", regularization_scale=0.01))
                 for fast in (False, True)]

@@ -28,7 +28,8 @@ class Recorder(Callback):
     def __init__(self):
         self.batches = []
 
-    def on_train_batch_begin(self, trainer, step, images, labels):
+    def on_train_batch_inputs(self, step, images, labels):
+        trainer = self.trainer
         local_images = trainer.strategy.experimental_local_results(images)
         local_labels = trainer.strategy.experimental_local_results(labels)
         self.batches.append({

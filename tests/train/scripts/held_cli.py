@@ -17,7 +17,8 @@ HOLD_MARKER = os.environ.get("HOLD_MARKER", "")
 
 
 class _Hold(trainer_lib.Callback):
-    def on_train_batch_end(self, trainer, step, logs):
+    def on_train_batch_end(self, batch, logs=None):
+        step = logs["step"]
         if step == HOLD_AT_STEP:
             with open(HOLD_MARKER, "w") as f:
                 f.write(str(step))

@@ -7,8 +7,11 @@ broken, timm is imported with placeholders for those names, which raise if anyth
 them; the placeholders are removed right after the import, so nothing else in the process
 sees a torchvision. With a working torchvision the real one is used.
 
-Example:
-    >>> from effv2_keras.models.timm_import import import_timm
+Test and benchmark support, not part of the package: the scripts of tools/ import it as a
+sibling module (as they do step_harness), and tests/models/test_parity.py loads it by path.
+
+Example (with tools/ on ``sys.path``, as it is for ``python tools/benchmark.py``):
+    >>> from timm_import import import_timm
     >>> timm = import_timm()  # None when torch or timm is not installed
 """
 
