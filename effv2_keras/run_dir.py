@@ -37,6 +37,7 @@ RUN_FILES = {
     "model": "model.keras",
     "config": "config.json",
     "schedule": "schedule.json",
+    "plan": "plan.json",
     "metrics_csv": "metrics.csv",
     "metrics_json": "metrics.json",
     "curves": "curves.png",

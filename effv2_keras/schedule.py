@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from effv2_keras.models.arch import get_spec
 
@@ -242,6 +242,19 @@ def _round_to_multiple(x: float, multiple: int) -> int:
     return int(math.floor(x / multiple + 0.5)) * multiple
 
 
+def default_ranges(model: str, regularization_scale: float = 1.0) -> dict:
+    """The variant's (min, max) of each scheduled quantity: its ``Progressive`` row, CutMix (0, 0),
+    Mixup multiplied by ``regularization_scale`` (the only place these defaults are filled).
+
+    >>> default_ranges("efficientnetv2-l", 0.5)["mixup_alpha"], default_ranges("efficientnetv2-b0")["dropout"]
+    ((0.0, 0.2), (0.1, 0.2))
+    """
+    row = get_spec(model).progressive
+    return {"image_size": tuple(row.image_size), "randaug_magnitude": tuple(row.randaug_magnitude),
+            "mixup_alpha": tuple(a * regularization_scale for a in row.mixup_alpha),
+            "cutmix_alpha": (0.0, 0.0), "dropout": tuple(row.dropout)}
+
+
 def make_schedule(
     model: str = "efficientnetv2-s",
     epochs: int = 350,
@@ -252,12 +265,21 @@ def make_schedule(
     cutmix_alpha: Optional[Tuple[float, float]] = None,
     dropout: Optional[Tuple[float, float]] = None,
     size_multiple: int = 8,
+    stage_epochs: Optional[Sequence[int]] = None,
+    stage_sizes: Optional[Sequence[int]] = None,
 ) -> ProgressiveSchedule:
     """Builds the progressive schedule of Algorithm 1 (see the module docstring).
 
     Every (min, max) argument left as None takes the variant's default from
     ``get_spec(model).progressive`` (CutMix: (0, 0)). Invalid arguments raise
-    ValueError naming the argument.
+    ValueError naming the argument. ``stage_epochs`` and ``stage_sizes`` (a time budget's
+    plan) replace the even split of the epochs and the interpolated sizes; the
+    regularization still follows Algorithm 1 by stage index.
+
+    >>> s = make_schedule("efficientnetv2-b0", epochs=9, stages=2, image_size=(64, 128),
+    ...                   stage_epochs=(6, 3), stage_sizes=(64, 128))
+    >>> [(st.image_size, st.epochs, st.dropout) for st in s.stages]
+    [(64, 6, 0.1), (128, 3, 0.2)]
     """
     for name, value in (("epochs", epochs), ("stages", stages),
                         ("size_multiple", size_multiple)):
@@ -268,21 +290,29 @@ def make_schedule(
             f"epochs ({epochs}) must be >= stages ({stages}): "
             "every stage needs at least one epoch."
         )
-    defaults = get_spec(model).progressive
-    sizes = _check_range("image_size", defaults.image_size if image_size is None else image_size,
+    defaults = default_ranges(model)
+    sizes = _check_range("image_size", defaults["image_size"] if image_size is None else image_size,
                          integer=True)
     magnitudes = _check_range("randaug_magnitude",
-                              defaults.randaug_magnitude if randaug_magnitude is None
+                              defaults["randaug_magnitude"] if randaug_magnitude is None
                               else randaug_magnitude)
     mixups = _check_range("mixup_alpha",
-                          defaults.mixup_alpha if mixup_alpha is None else mixup_alpha)
-    cutmixes = _check_range("cutmix_alpha", (0.0, 0.0) if cutmix_alpha is None else cutmix_alpha)
-    dropouts = _check_range("dropout", defaults.dropout if dropout is None else dropout, upper=1.0)
+                          defaults["mixup_alpha"] if mixup_alpha is None else mixup_alpha)
+    cutmixes = _check_range("cutmix_alpha", defaults["cutmix_alpha"] if cutmix_alpha is None else cutmix_alpha)
+    dropouts = _check_range("dropout", defaults["dropout"] if dropout is None else dropout, upper=1.0)
 
     base, extra = divmod(epochs, stages)
+    if stage_epochs is None:
+        stage_epochs = [base + (1 if i < extra else 0) for i in range(stages)]
+    elif len(stage_epochs) != stages or sum(stage_epochs) != epochs:
+        raise ValueError(f"stage_epochs must be {stages} numbers summing to {epochs}, got {stage_epochs!r}.")
+    if stage_sizes is not None and len(stage_sizes) != stages:
+        raise ValueError(f"stage_sizes must be {stages} sizes, got {stage_sizes!r}.")
     built = []
     for i in range(stages):
-        if stages == 1 or i == stages - 1:
+        if stage_sizes is not None:
+            size = stage_sizes[i]
+        elif stages == 1 or i == stages - 1:
             size = sizes[1]
         elif i == 0:
             size = sizes[0]
@@ -291,7 +321,7 @@ def make_schedule(
             size = min(max(size, sizes[0]), sizes[1])  # rounding never leaves [min, max]
         built.append(Stage(
             index=i,
-            epochs=base + (1 if i < extra else 0),
+            epochs=int(stage_epochs[i]),
             image_size=int(size),
             randaug_magnitude=_lerp(*magnitudes, i, stages),
             mixup_alpha=_lerp(*mixups, i, stages),
@@ -301,9 +331,10 @@ def make_schedule(
     return ProgressiveSchedule(tuple(built))
 
 
-def from_config(config) -> ProgressiveSchedule:
+def from_config(config, plan=None) -> ProgressiveSchedule:
     """The schedule of a resolved ``TrainConfig`` (``config.resolve(...)``): its variant, epochs,
-    stages and the five (min, max) ranges, nothing filled here.
+    stages and the five (min, max) ranges, nothing filled here; with a time budget's ``plan``
+    (``train.plan.BudgetPlan``, the one the config was resolved with) its epochs and sizes per stage.
 
     >>> from effv2_keras.train import TrainConfig
     >>> s = from_config(TrainConfig(epochs=6, stages=3, max_size=96).resolve())
@@ -316,4 +347,6 @@ def from_config(config) -> ProgressiveSchedule:
         randaug_magnitude=(config.randaug_min, config.randaug_max),
         mixup_alpha=(config.mixup_min, config.mixup_max),
         cutmix_alpha=(config.cutmix_min, config.cutmix_max),
-        dropout=(config.dropout_min, config.dropout_max))
+        dropout=(config.dropout_min, config.dropout_max),
+        stage_epochs=None if plan is None else [stage.epochs for stage in plan.stages],
+        stage_sizes=None if plan is None else plan.sizes)

@@ -28,6 +28,8 @@ flags.DEFINE_string("out", None, "Directory for metrics.json, report.txt and con
 flags.DEFINE_integer("image_size", None, "Input size for models that accept any size.", flag_values=FLAGS)
 flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0 = all).", flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 32, "Batch size.", flag_values=FLAGS)
+flags.DEFINE_enum("tta", "none", ["none", "flip"], "Test-time augmentation: flip averages each image's "
+                  "probabilities with its mirror image's (only where a flip keeps the label).", flag_values=FLAGS)
 flags.mark_flags_as_required(["model", "data"], flag_values=FLAGS)
 
 parse = common.make_parser(FLAGS, "usage: effv2 evaluate --model MODEL --data DATA [--split test] [--out DIR]")
@@ -38,10 +40,11 @@ def _evaluate(argv) -> int:
 
     common.no_arguments(argv)
     result = evaluate(common.existing_path(FLAGS.model, "model"), FLAGS.data, split=FLAGS.split,
-                      count=FLAGS.limit or None, image_size=FLAGS.image_size, batch_size=FLAGS.batch_size)
+                      count=FLAGS.limit or None, image_size=FLAGS.image_size, batch_size=FLAGS.batch_size,
+                      tta=FLAGS.tta)
     print(result.report)
     print(f"top-1 {result.top1:.4f}  top-{result.k} {result.topk:.4f}  on {result.count} "
-          f"images of {FLAGS.data} ({result.split})")
+          f"images of {FLAGS.data} ({result.split}{', flip TTA' if result.tta == 'flip' else ''})")
     if FLAGS.out:
         out = result.save(FLAGS.out)
         print(f"wrote {out}/metrics.json, report.txt, confusion_matrix.png")

@@ -39,6 +39,7 @@ class Evaluation:
     data: str
     split: str
     count: int
+    tta: str
     top1: float
     k: int
     topk: float
@@ -64,10 +65,19 @@ class Evaluation:
         return out
 
 
+TTA = ("none", "flip")
+
+
 def evaluate(model, data, *, split: str = "test", count: Optional[int] = None, image_size=None,
-             batch_size: int = 32) -> Evaluation:
+             batch_size: int = 32, tta: str = "none") -> Evaluation:
     """Scores ``model`` (any artifact ``load_predictor`` reads) on ``count`` images (None:
-    all) of ``data``'s ``split`` (test falls back to val)."""
+    all) of ``data``'s ``split`` (test falls back to val).
+
+    ``tta="flip"``: test-time augmentation, the mean of the probabilities of each image and its
+    mirror image (for data whose labels survive a horizontal flip; never inside exported models).
+    """
+    if tta not in TTA:
+        raise ExportError(f"{{tta}} must be one of {', '.join(TTA)}, got {tta!r}.", "tta")
     from sklearn.metrics import classification_report, confusion_matrix
 
     predictor = load_predictor(model)
@@ -79,6 +89,8 @@ def evaluate(model, data, *, split: str = "test", count: Optional[int] = None, i
     if batch.labels is None:
         raise ExportError(f"{data} has no class folders: evaluation needs labelled images.")
     probabilities = predictor.predict(batch.images, batch_size)
+    if tta == "flip":
+        probabilities = (probabilities + predictor.predict(batch.images[:, :, ::-1], batch_size)) / 2
     classes = probabilities.shape[-1]
     labels = align_labels(batch.labels, batch.class_names, predictor.class_names)
     if labels.max() >= classes:
@@ -93,7 +105,7 @@ def evaluate(model, data, *, split: str = "test", count: Optional[int] = None, i
     report = dict(labels=ids, target_names=names, zero_division=0)
     per_class = classification_report(labels, predicted, output_dict=True, **report)
     return Evaluation(
-        model=str(model), kind=predictor.kind, data=str(data), split=split, count=int(len(labels)),
+        model=str(model), kind=predictor.kind, data=str(data), split=split, count=int(len(labels)), tta=tta,
         top1=float(np.mean(predicted == labels)), k=k, topk=float(np.mean(np.any(top_k == labels[:, None], 1))),
         class_names=names, confusion_matrix=confusion_matrix(labels, predicted, labels=ids),
         per_class={n: per_class[n] for n in names},

@@ -23,12 +23,14 @@ import json
 import math
 from typing import Any, Dict, Optional, Tuple
 
-from effv2_keras.models.arch import get_spec, list_models
+from effv2_keras.models.arch import list_models
+from effv2_keras import schedule as schedule_lib
+from effv2_keras.train import plan as plan_lib
 from effv2_keras.train import recipes
 from effv2_keras.train.recipes import PAPER_CROP_SCALE_MIN, RECIPES
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
-LR_DECAYS = ("exponential", "cosine", "constant")
+LR_DECAYS = ("exponential", "cosine", "linear", "constant")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 JIT_COMPILE = ("auto", "true", "false")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
@@ -44,7 +46,7 @@ RANGES = (("min_size", "max_size", "image_size"), ("randaug_min", "randaug_max",
           ("dropout_min", "dropout_max", "dropout"))
 
 # Changing any of these makes a checkpoint belong to a different run.
-RESUME_KEYS = ("model", "width", "depth", "data", "val_fraction", "epochs", "stages",
+RESUME_KEYS = ("model", "width", "depth", "data", "val_fraction", "epochs", "stages", "time_budget",
                "batch_size", "steps_per_epoch", "optimizer", "mixed_precision", "seed")
 
 
@@ -81,7 +83,13 @@ class TrainConfig:
         f"(the paper's ImageNet recipe) or auto (short below {recipes.SHORT_RUN_EPOCHS} epochs, else "
         "paper); docs/PROGRESSIVE.md has the measurements.", RECIPES)
     # Progressive learning (Algorithm 1). None: the variant's defaults.
-    epochs: int = _field(30, "Total epochs over all stages.")
+    epochs: int = _field(30, "Total epochs over all stages (with --time_budget: planned).")
+    time_budget: Optional[str] = _field(
+        None, "Wall-clock budget for the whole run, e.g. 10m, 1h30m or 600 (seconds): the step speed "
+        "is measured at each stage's size, then the stages' epochs and the epoch length are planned to "
+        "end with the budget (evaluations, checkpoints and the final save included), the learning rate "
+        "reaching zero at the last step (--lr_decay linear unless given); plan.json in --out. "
+        "Replaces --epochs.")
     stages: Optional[int] = _field(
         None, "Number of progressive-learning stages, the paper's M (None: the recipe's: short "
         f"one per {recipes.EPOCHS_PER_SHORT_STAGE} epochs, 1 to {recipes.PAPER_STAGES}; paper "
@@ -91,7 +99,14 @@ class TrainConfig:
     max_size: Optional[int] = _field(
         None, f"Image size of the last stage (None: the variant's, capped at {MAX_UPSAMPLING:g} x the "
         "data's stored size; from --min_size by the variant's ratio when only that is given).")
-    eval_size: Optional[int] = _field(None, "Validation/test image size (None: --max_size).")
+    eval_size: Optional[int] = _field(
+        None, "Validation/test image size (None: --max_size during training; at the end, with "
+        "--choose_eval_size, the size that scores best on the validation split).")
+    choose_eval_size: bool = _field(
+        True, "Without --eval_size: at the end of the run pick the evaluation size on the validation split "
+        "among 1, 1.15 and 1.3 x the last training size (FixRes: a model trained on random crops sees "
+        "objects larger than the central crop shows them), at most the data's stored size; run.json "
+        "records it and evaluate, predict and export use it.")
     randaug_min: Optional[float] = _field(None, "RandAugment magnitude of the first stage.")
     randaug_max: Optional[float] = _field(None, "RandAugment magnitude of the last stage.")
     mixup_min: Optional[float] = _field(None, "Mixup alpha of the first stage.")
@@ -120,7 +135,8 @@ class TrainConfig:
     warmup_epochs: Optional[float] = _field(
         None, "Linear warm-up epochs (None: the recipe's: short 0, paper min(5, epochs / 10)).")
     lr_decay: Optional[str] = _field(
-        None, "Decay after warm-up (None: the recipe's: short constant, paper exponential).", LR_DECAYS)
+        None, "Decay after warm-up (None: the recipe's: short constant, paper exponential; with "
+        "--time_budget linear). linear reaches zero at the last step.", LR_DECAYS)
     lr_decay_rate: float = _field(0.97, "Exponential decay factor per --lr_decay_epochs.")
     lr_decay_epochs: Optional[float] = _field(
         None, "Epochs per exponential decay step (None: the recipe's: paper 2.4; short 2.4 x epochs / "
@@ -206,6 +222,8 @@ class TrainConfig:
             _fail("model", "unknown variant (effv2_keras.list_models(): efficientnetv2-b0..b3, -s, -m, "
                   "-l, -xl, efficientnet-b0..b7)", self.model)
         _positive_int(self, "epochs", "batch_size")
+        if self.time_budget is not None:
+            plan_lib.parse_duration(self.time_budget)
         _positive_int(self, "stages", optional=True)
         _positive_int(self, "steps_per_epoch", "checkpoint_every", optional=True)
         _positive_int(self, "log_every")
@@ -257,7 +275,7 @@ class TrainConfig:
             _fail("tpu", "is only used with --strategy tpu", self.tpu)
         return self
 
-    def resolve(self, data=None) -> "TrainConfig":
+    def resolve(self, data=None, plan: Optional[plan_lib.BudgetPlan] = None) -> "TrainConfig":
         """The final config: every "None" field filled, in one place; a given flag always wins.
 
         ``data`` is what the data source knows (a ``data.DatasetSplits``: its stored
@@ -277,8 +295,13 @@ class TrainConfig:
         >>> p = TrainConfig(epochs=10, recipe="paper").resolve()
         >>> p.optimizer, p.lr_decay_epochs, p.stages, p.regularization_scale, p.crop_scale_min
         ('rmsprop', 2.4, 4, 1.0, 0.08)
+
+        ``plan`` (a time budget's ``train.plan.BudgetPlan``) sets the epochs, stages, their
+        sizes and the epoch length, and makes the learning rate decay linearly to zero.
         """
         self.validate()
+        if plan is not None:
+            return self._with_plan(plan).resolve(data)
         name, _ = recipes.choose(self.recipe, self.epochs)
         filled = recipes.defaults(name, self.epochs, optimizer=self.optimizer)
         values = {field: filled[field] if getattr(self, field) is None else getattr(self, field)
@@ -307,13 +330,23 @@ class TrainConfig:
         )
         return resolved.validate()
 
+    def _with_plan(self, plan: plan_lib.BudgetPlan) -> "TrainConfig":
+        """This config with what a budget plan decides (a given --lr_decay still wins)."""
+        if self.time_budget is None:
+            raise ValueError("a budget plan needs --time_budget.")
+        return self.replace(
+            epochs=plan.epochs, stages=len(plan.stages), steps_per_epoch=plan.steps_per_epoch,
+            min_size=plan.sizes[0], max_size=plan.sizes[-1], lr_decay=self.lr_decay or "linear",
+            checkpoint_every=self.checkpoint_every or plan.steps_per_epoch)
+
+    def budget_seconds(self) -> Optional[float]:
+        """``--time_budget`` in seconds (None without a budget)."""
+        return None if self.time_budget is None else plan_lib.parse_duration(self.time_budget)
+
     def _resolved_ranges(self, scale: float, stored_size: Optional[int]) -> Dict[str, Any]:
         """The five (min, max) pairs: given flags, else the variant's progressive row."""
-        row = get_spec(self.model).progressive
-        defaults = {"image_size": _image_sizes(row.image_size, self.min_size, self.max_size, stored_size),
-                    "randaug_magnitude": row.randaug_magnitude,
-                    "mixup_alpha": tuple(a * scale for a in row.mixup_alpha),
-                    "cutmix_alpha": (0.0, 0.0), "dropout": row.dropout}
+        defaults = schedule_lib.default_ranges(self.model, scale)
+        defaults["image_size"] = _image_sizes(defaults["image_size"], self.min_size, self.max_size, stored_size)
         out = {}
         for low, high, quantity in RANGES:
             lo = defaults[quantity][0] if getattr(self, low) is None else getattr(self, low)
@@ -370,6 +403,21 @@ def _image_sizes(variant: Tuple[int, int], given_min: Optional[int], given_max: 
     if stored_size:
         top = min(top, _round_size(stored_size * MAX_UPSAMPLING))
     return (variant[0] if top == variant[1] else min(top, _round_size(top * ratio))), top
+
+
+EVAL_SIZE_FACTORS = (1.0, 1.15, 1.3)
+
+
+def eval_size_candidates(last_size: int, stored_size: Optional[int] = None) -> Tuple[int, ...]:
+    """The evaluation sizes tried at the end of a run: ``EVAL_SIZE_FACTORS`` x the last training
+    size, rounded to a multiple of 8, never above the data's stored size (or the training size).
+
+    >>> eval_size_candidates(128, 160), eval_size_candidates(48, 32), eval_size_candidates(96)
+    ((128, 144, 160), (48,), (96, 112, 128))
+    """
+    cap = max(last_size, stored_size) if stored_size else None
+    sizes = {last_size} | {_round_size(last_size * factor) for factor in EVAL_SIZE_FACTORS}
+    return tuple(sorted({size if cap is None else min(size, cap) for size in sizes}))
 
 
 def _round_size(size: float) -> int:

@@ -18,6 +18,8 @@ from typing import List, Optional
 import keras
 import tensorflow as tf
 
+from effv2_keras.train.config import LR_DECAYS as DECAYS
+
 RMSPROP_RHO = 0.9
 RMSPROP_EPSILON = 1e-3
 KERNEL_NAMES = ("kernel", "depthwise_kernel")
@@ -29,18 +31,23 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     Step ``t`` (0-based) of warm-up uses ``peak_lr * (t + 1) / warmup_steps``, so the
     first step already moves. After warm-up: ``exponential``:
     ``peak_lr * decay_rate ** floor(t / decay_steps)``; ``cosine``:
-    ``peak_lr * (1 + cos(pi * t / total_steps)) / 2``; ``constant``: ``peak_lr``.
+    ``peak_lr * (1 + cos(pi * t / total_steps)) / 2``; ``linear``: from ``peak_lr`` after
+    warm-up down to exactly 0 at the last step (``total_steps - 1``), the budgeted-training
+    schedule; ``constant``: ``peak_lr``.
 
     >>> s = WarmupDecay(0.1, total_steps=100, warmup_steps=10, decay="exponential",
     ...                 decay_steps=24, decay_rate=0.5)
     >>> [round(float(s(t)), 4) for t in (0, 9, 10, 24, 48)]
     [0.01, 0.1, 0.1, 0.05, 0.025]
+    >>> s = WarmupDecay(0.1, total_steps=11, decay="linear")
+    >>> [round(float(s(t)), 4) for t in (0, 5, 10)]
+    [0.1, 0.05, 0.0]
     """
 
     def __init__(self, peak_lr: float, total_steps: int, warmup_steps: int = 0,
                  decay: str = "exponential", decay_steps: float = 1.0, decay_rate: float = 0.97):
-        if decay not in ("exponential", "cosine", "constant"):
-            raise ValueError(f"decay must be exponential, cosine or constant, got {decay!r}.")
+        if decay not in DECAYS:
+            raise ValueError(f"decay must be one of {', '.join(DECAYS)}, got {decay!r}.")
         self.peak_lr = float(peak_lr)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
@@ -56,6 +63,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         elif self.decay == "cosine":
             progress = tf.minimum(step / float(max(self.total_steps, 1)), 1.0)
             lr = 0.5 * peak * (1.0 + tf.cos(math.pi * progress))
+        elif self.decay == "linear":
+            last = float(max(self.total_steps - 1 - self.warmup_steps, 1))
+            lr = peak * tf.maximum(1.0 - (step - self.warmup_steps) / last, 0.0)
         else:
             lr = peak
         if self.warmup_steps > 0:

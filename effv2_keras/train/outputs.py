@@ -35,7 +35,7 @@ from effv2_keras.train import plots
 METRIC_COLUMNS = (
     "epoch", "stage", "image_size", "dropout", "randaug_magnitude", "mixup_alpha", "cutmix_alpha",
     "lr", "global_step", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5",
-    "images_per_sec", "epoch_seconds",
+    "images_per_sec", "epoch_seconds", "wall_seconds",
 )
 EPOCH_SCALARS = ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "image_size",
                  "dropout", "images_per_sec")
@@ -69,11 +69,14 @@ class RunOutputs:
     def path(self, name: str) -> str:
         return os.path.join(self.out, name)
 
-    def write_config(self, config, schedule) -> None:
-        """config.json (the resolved config: enough to repeat the run) and schedule.json."""
+    def write_config(self, config, schedule, plan=None) -> None:
+        """config.json (the resolved config: enough to repeat the run), schedule.json and, under a
+        time budget, plan.json (what was measured and planned; a resume continues it)."""
         if self.is_chief:
             atomic_write(self.path(run_dir.RUN_FILES["config"]), config.to_json() + "\n")
             atomic_write(self.path(run_dir.RUN_FILES["schedule"]), json.dumps(schedule.to_dict(), indent=2))
+            if plan is not None:
+                atomic_write(self.path(run_dir.RUN_FILES["plan"]), json.dumps(plan.to_dict(), indent=2) + "\n")
 
     # -- TensorBoard ----------------------------------------------------------------------
 
@@ -150,13 +153,14 @@ class RunOutputs:
         os.replace(tmp, path)
         return path
 
-    def write_manifest(self, config, class_names: Sequence[str]) -> Optional[str]:
-        """run.json: what export/, predict and evaluate read (``effv2_keras.run_dir``)."""
+    def write_manifest(self, config, class_names: Sequence[str], eval_size: Optional[int] = None) -> Optional[str]:
+        """run.json: what export/, predict and evaluate read (``effv2_keras.run_dir``); ``eval_size``:
+        the size chosen at the end of the run (default ``config.eval_size``)."""
         if not self.is_chief:
             return None
         manifest = run_dir.RunManifest(
             model=config.model, num_classes=len(class_names), class_names=[str(n) for n in class_names],
-            eval_size=config.eval_size, width=config.width, depth=config.depth, data=config.data,
+            eval_size=eval_size or config.eval_size, width=config.width, depth=config.depth, data=config.data,
             data_dir=config.data_dir, files=run_dir.present_files(self.out))
         return str(run_dir.write(self.out, manifest))
 
@@ -277,7 +281,7 @@ def epoch_text(row: dict, epochs: int, eta: Optional[float]) -> str:
             f"{val} - {row['images_per_sec']:.1f} img/s - run ETA {format_seconds(eta)}")
 
 
-def summary_text(result, *, ema: bool, selected_best: bool) -> str:
+def summary_text(result, *, ema: bool, selected_best: bool, eval_scores: Optional[dict] = None) -> str:
     """The lines printed when a run ends: time, selected weights, validation/test, files."""
     minutes, seconds = divmod(int(round(result.seconds)), 60)
     lines = [f"\nDone: {len(result.rows)} epochs, {result.global_step} steps in {minutes}m {seconds:02d}s."]
@@ -286,6 +290,10 @@ def summary_text(result, *, ema: bool, selected_best: bool) -> str:
         lines.append(f"Selected weights: {which}, epoch {result.selected_epoch} (best validation top-1).")
     else:
         lines.append(f"Selected weights: {which}, last epoch ({result.selected_epoch}).")
+    if result.eval_size:
+        lines.append(f"Evaluated at {result.eval_size} px" + (
+            f" (best on validation of {', '.join(f'{s} px {t:.4f}' for s, t in eval_scores.items())})"
+            if eval_scores and len(eval_scores) > 1 else "") + ":")
     for name, m in (("validation", result.val), ("test", result.test)):
         if m:
             lines.append(f"  {name:<10} top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  loss {m['loss']:.4f}  "

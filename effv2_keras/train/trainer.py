@@ -53,7 +53,7 @@ import dataclasses
 import math
 import time
 import zlib
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -62,8 +62,9 @@ import tensorflow as tf
 from effv2_keras import data, run_dir, schedule as schedule_lib
 from effv2_keras.models import build_model, get_spec
 from effv2_keras.train import checkpoint as ckpt_lib
-from effv2_keras.train import optim, outputs, recipes
-from effv2_keras.train.config import RESUME_KEYS, TrainConfig
+from effv2_keras.train import budget, optim, outputs, recipes
+from effv2_keras.train import plan as plan_lib
+from effv2_keras.train.config import RESUME_KEYS, TrainConfig, eval_size_candidates
 from effv2_keras.train.ema import ExponentialMovingAverage
 from effv2_keras.train.fast import make_twin, set_head_dropout
 from effv2_keras.train.progressive import stage_dataset
@@ -115,6 +116,7 @@ class TrainResult:
     model_path: Optional[str]
     seconds: float
     stopped_early: bool = False
+    eval_size: Optional[int] = None
     model: keras.Model = dataclasses.field(repr=False, default=None)
 
 
@@ -155,14 +157,18 @@ class Trainer:
         splits: data to train on; default ``data.load(config.data, ...)``.
         callbacks: ``keras.callbacks.Callback`` objects (``Callback`` for the stage hooks).
 
+    With ``config.time_budget`` the run is first measured and planned (``train.budget``):
+    ``plan`` is the ``train.plan.BudgetPlan`` the config and schedule were resolved with.
+
     Attributes of interest after construction: ``model``, ``optimizer``, ``ema``,
-    ``schedule``, ``config`` (resolved), ``strategy``, ``steps_per_epoch``,
+    ``schedule``, ``plan``, ``config`` (resolved), ``strategy``, ``steps_per_epoch``,
     ``total_steps``, ``trace_log`` (one entry per traced train step: stage,
     image and label shapes, the head Dropout layer's rate baked into the graph).
     """
 
     def __init__(self, config: TrainConfig, splits: Optional[data.DatasetSplits] = None,
                  callbacks: Sequence[keras.callbacks.Callback] = ()):
+        self.started = time.time()  # a --time_budget counts from here
         check_config(config)
         self.strategy = make_strategy(config.strategy, config.tpu)
         self.distributed = config.strategy != "default"
@@ -183,11 +189,18 @@ class Trainer:
             raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training split "
                               f"({num_train} examples).")
         try:
-            self.config = config.resolve(self.splits)
-            self.schedule = schedule_lib.from_config(self.config)
+            self.plan = budget.plan_for(config, self.splits, self.started) if config.time_budget else None
+        except plan_lib.BudgetError as e:
+            raise ConfigError(str(e)) from None
+        try:
+            self.config = config.resolve(self.splits, plan=self.plan)
+            self.schedule = schedule_lib.from_config(self.config, self.plan)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        self.recipe_reason = recipes.choose(config.recipe, config.epochs)[1]
+        self.recipe_reason = recipes.choose(config.recipe, self.config.epochs)[1]
+        self.eval_sizes = (eval_size_candidates(self.config.max_size, self.splits.image_size)
+                           if config.eval_size is None and config.choose_eval_size and self.splits.val is not None
+                           else (self.config.eval_size,))
         self.recipe_flags = sorted(k for k, v in config.recipe_sources().items() if v.startswith("--"))
         self.steps_per_epoch = self.config.steps_per_epoch
         self.total_steps = self.steps_per_epoch * self.schedule.epochs
@@ -303,6 +316,7 @@ class Trainer:
             "val_loss": val["loss"] if val else None, "val_top1": val["top1"] if val else None,
             "val_top5": val["top5"] if val else None,
             "images_per_sec": totals.images_per_sec, "epoch_seconds": totals.seconds,
+            "wall_seconds": self._wall_seconds(),
         }
         self.rows.append(row)
         self._partial = _EpochTotals()
@@ -331,24 +345,39 @@ class Trainer:
                 self._swap_ema()  # the EMA weights become the model's for good
             selected_epoch = self.rows[-1]["epoch"] if self.rows else None
         self._ema_in_model = True
-        val = self.evaluate(self.splits.val, raw=True) if self.splits.val is not None else None
-        test = self.evaluate(self.splits.test, raw=True) if self.splits.test is not None else None
+        eval_size, val, test, scores = self.final_evaluation()
         model_path = self.outputs.write_model(self.probabilities_model()) if self.is_chief else None
-        seconds = self._elapsed_before + time.time() - self._start_time
+        seconds = self._wall_seconds()
         result = TrainResult(out=self.out, config=self.config, schedule=self.schedule, rows=self.rows,
                              global_step=self.global_step, selected_epoch=selected_epoch, val=val,
                              test=test, model_path=model_path, seconds=seconds, stopped_early=stopped_early,
-                             model=self.model)
+                             eval_size=eval_size, model=self.model)
         self._write_metrics(final={"selected_epoch": selected_epoch, "val": val, "test": test,
+                                   "eval_size": eval_size, "val_top1_by_eval_size": scores,
                                    "global_step": self.global_step, "seconds": seconds,
-                                   "stopped_early": stopped_early})
+                                   "stopped_early": stopped_early,
+                                   "time_budget_seconds": self.plan.budget_seconds if self.plan else None})
         self.outputs.write_manifest(self.config, self.splits.class_names or
-                                    [str(i) for i in range(self.num_classes)])
+                                    [str(i) for i in range(self.num_classes)], eval_size=eval_size)
         self.callbacks.on_train_end(outputs.epoch_logs(self.rows[-1]) if self.rows else None)
         self._log(outputs.summary_text(result, ema=self.ema is not None,
-                                       selected_best=self.config.select == "best" and self.best is not None))
+                                       selected_best=self.config.select == "best" and self.best is not None,
+                                       eval_scores=scores))
         self.outputs.close()
         return result
+
+    def final_evaluation(self):
+        """(evaluation size, validation, test, validation top-1 by size) of the selected weights:
+        the size is the best on validation among ``eval_sizes`` (ties: the smaller), test is
+        evaluated once, at that size."""
+        if self.splits.val is None:
+            size, val, scores = self.config.eval_size, None, None
+        else:
+            results = {size: self.evaluate(self.splits.val, image_size=size, raw=True) for size in self.eval_sizes}
+            size = max(self.eval_sizes, key=lambda s: (results[s]["top1"], -s))
+            val, scores = results[size], {str(s): r["top1"] for s, r in results.items()}
+        test = self.evaluate(self.splits.test, image_size=size, raw=True) if self.splits.test is not None else None
+        return size, val, test, scores
 
     def probabilities_model(self) -> keras.Model:
         """The model as keras.applications builds it: ending in a float32 softmax, the
@@ -405,6 +434,42 @@ class Trainer:
                 "image_size": stage.image_size, "images_per_sec": window.speed})
         window.read(len(values), batch, now, totals)
         self.progress.update(position, totals.loss, totals.acc, lr, window.speed)
+
+    # -- measuring (``--time_budget`` times a throwaway trainer with these) -----------------
+
+    def time_steps(self, stage, warmup: int, timed: int) -> Tuple[float, float]:
+        """Seconds of the first step at ``stage``'s size (tracing included) and the median per
+        step of ``timed`` steps after ``warmup`` untimed ones; the input pipeline is inside."""
+        self.begin_stage(stage)
+        first, marks = None, []
+        for i in range(warmup + timed):
+            began = time.perf_counter()
+            images, labels = next(self._train_iterator)
+            loss_sum, _, _ = self._train_fn(images, labels, tf.constant(self.global_step, tf.int64))
+            float(loss_sum)  # waits for the step
+            self.global_step += 1
+            if i == 0:
+                first = time.perf_counter() - began
+            elif i >= warmup:
+                marks.append(time.perf_counter() - began)
+        return first, float(np.median(marks)) if marks else first
+
+    def time_epoch_ends_and_final(self) -> Tuple[float, float, float]:
+        """Seconds of a first and a second epoch end (evaluation, metrics, plots, best weights,
+        checkpoint) and of the run's end (validation and test on the selected weights, model.keras)."""
+        self.outputs = outputs.RunOutputs(self.out, is_chief=self.is_chief, tensorboard=False)
+        self._start_time = time.time()
+        stage = self.schedule.stages[-1]
+        ends = []
+        for epoch in range(2):
+            began = time.perf_counter()
+            self.end_epoch(stage, epoch)
+            ends.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        self.final_evaluation()
+        if self.is_chief:
+            self.outputs.write_model(self.probabilities_model())
+        return ends[0], ends[1], time.perf_counter() - began
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -621,7 +686,7 @@ class Trainer:
         if self.config.resume:
             self._restore()
         self.outputs = outputs.RunOutputs(self.out, is_chief=self.is_chief)
-        self.outputs.write_config(self.config, self.schedule)
+        self.outputs.write_config(self.config, self.schedule, self.plan)
         self.outputs.hparams(self.config)
         self.progress = outputs.Progress(self.total_steps, self.global_step,
                                          verbose=self.config.verbose if self.is_chief else 0)
@@ -632,6 +697,8 @@ class Trainer:
             recipe_reason=self.recipe_reason, recipe_flags=self.recipe_flags, variant_width=spec.width,
             variant_depth=spec.depth, schedule=self.schedule, steps_per_epoch=self.steps_per_epoch,
             out=self.out)
+        if self.plan is not None:
+            self.header += "\n" + self.plan.table()
         self._log(self.header)
 
     def _checkpoint_groups(self) -> ckpt_lib.Groups:
@@ -681,7 +748,7 @@ class Trainer:
             "stage": stage.index, "rows": self.rows, "best": self.best,
             "partial": dataclasses.asdict(self._partial),
             "resume_keys": {k: getattr(self.config, k) for k in RESUME_KEYS},
-            "seconds": self._elapsed_before + time.time() - self._start_time,
+            "seconds": self._wall_seconds(),
         }
         path = self.checkpoints.save(self.global_step, arrays, state)
         self.last_checkpoint = path or self.checkpoints.path_for(self.global_step)
@@ -711,6 +778,11 @@ class Trainer:
         self.outputs.write_metrics(
             self.rows, self.schedule.stages, eval_size=self.config.eval_size, final=final,
             extra={"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps, "best": self.best})
+
+    def _wall_seconds(self) -> float:
+        """Seconds since this run began (``--time_budget``: since the measuring began), earlier
+        attempts of a resumed run included."""
+        return self._elapsed_before + time.time() - (self.started if self.plan is not None else self._start_time)
 
     def _log(self, text: str) -> None:
         if self.is_chief and self.config.verbose:

@@ -1,0 +1,84 @@
+"""--time_budget end to end: a real budgeted run on digits fills its budget and ends with the
+learning rate at zero; an interrupted budgeted run resumes the same plan without measuring."""
+
+import json
+import time
+
+import keras
+import pytest
+
+from effv2_keras.train import ConfigError, TrainConfig, Trainer, budget, train
+from effv2_keras.train import plan as plan_lib
+from train_helpers import tiny_config
+
+BUDGET = 30.0
+
+
+@pytest.fixture(scope="module")
+def budget_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("budget")
+    config = tiny_config(out, min_size=None, max_size=None, time_budget=f"{BUDGET:g}s", batch_size=32)
+    began = time.time()
+    trainer = Trainer(config)
+    result = trainer.fit()
+    return trainer, result, time.time() - began, out
+
+
+def test_a_budgeted_run_fills_its_budget_and_ends_at_lr_zero(budget_run):
+    trainer, result, elapsed, out = budget_run
+    plan = trainer.plan
+    # The plan fills the budget (the planner's own tolerance) ...
+    assert BUDGET * 0.95 <= plan.predicted_seconds <= BUDGET
+    # ... and the run, measured from the Trainer's construction (measuring, build, training,
+    # evaluations, checkpoints, final evaluation and save), ends near it. Generous bounds: step
+    # times on this shared 2-core machine move by a third between the probe and the run.
+    assert BUDGET * 0.5 <= elapsed <= BUDGET * 1.5, elapsed
+    assert result.global_step == plan.total_steps == trainer.total_steps
+    assert trainer.config.lr_decay == "linear" and trainer.config.epochs == plan.epochs
+    assert [s.epochs for s in trainer.schedule.stages] == [s.epochs for s in plan.stages]
+    assert result.rows[-1]["lr"] == 0.0 and result.rows[0]["lr"] > 0
+    assert trainer.lr_schedule.value(plan.total_steps - 1) == 0.0
+    saved = json.loads((out / "plan.json").read_text())
+    assert plan_lib.BudgetPlan.from_dict(saved) == plan
+    assert json.loads((out / "run.json").read_text())
+
+
+def test_a_resumed_budget_run_keeps_its_plan_and_measures_nothing(budget_run, monkeypatch):
+    trainer, _, _, out = budget_run
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a resumed run must not measure again")
+
+    monkeypatch.setattr(budget, "measure", no_measuring)
+    again = Trainer(trainer.config.replace(resume=True))
+    assert again.plan == trainer.plan and again.config == trainer.config.replace(resume=True)
+    assert again.schedule == trainer.schedule
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            self.model.stop_training = True
+
+
+def test_an_interrupted_budget_run_continues_the_same_plan_to_lr_zero(tmp_path):
+    config = tiny_config(tmp_path, min_size=None, max_size=None, time_budget="25s", batch_size=32)
+    first = Trainer(config, callbacks=[_StopAfter(1)])
+    stopped = first.fit()
+    assert stopped.stopped_early and stopped.global_step < first.plan.total_steps
+    resumed = Trainer(config.replace(resume=True))
+    assert resumed.plan == first.plan
+    result = resumed.fit()
+    assert result.global_step == first.plan.total_steps
+    assert result.rows[-1]["lr"] == 0.0 and len(result.rows) == first.plan.epochs
+
+
+def test_budget_errors_name_the_flag(tmp_path):
+    with pytest.raises(ValueError, match="^--time_budget: expected a duration"):
+        TrainConfig(time_budget="soon").validate()
+    with pytest.raises(ConfigError, match="^--time_budget: 2s cannot hold this run"):
+        train(tiny_config(tmp_path, time_budget="2s"))

@@ -1,0 +1,65 @@
+"""The time-budget planner (a pure function): it fills the budget, ends at the largest size,
+keeps evaluation overhead bounded, and refuses a budget that cannot hold the run."""
+
+import json
+
+import pytest
+
+from effv2_keras.train import plan as plan_lib
+
+CASES = [
+    # budget, step seconds by size, sizes, steps per data pass, eval, checkpoint, final, spent
+    (600, {64: 0.1, 96: 0.18, 128: 0.3}, (64, 96, 128), 93, 4.0, 0.6, 12.0, 25.0),
+    (600, {128: 0.9}, (128,), 93, 4.0, 0.6, 12.0, 25.0),
+    (300, {64: 0.35, 96: 0.7}, (64, 96), 50, 3.0, 0.6, 8.0, 20.0),
+    (3600, {128: 0.25, 192: 0.55}, (128, 192), 1000, 30.0, 1.0, 60.0, 40.0),
+    (30, {48: 0.05}, (48,), 25, 0.3, 0.1, 3.0, 8.0),
+]
+
+
+@pytest.mark.parametrize("budget, speeds, sizes, data_steps, ev, ck, final, spent", CASES)
+def test_the_plan_fills_the_budget(budget, speeds, sizes, data_steps, ev, ck, final, spent):
+    plan = plan_lib.plan_budget(budget, speeds, sizes, data_steps, ev, ck, final, spent)
+    # Predicted time: within 5% of the budget, and never over it (whole steps are rounded down).
+    assert budget * 0.95 <= plan.predicted_seconds <= budget
+    # Recomputed independently from the plan's own numbers.
+    recomputed = spent + final + plan.epochs * (ev + ck) + sum(
+        s.epochs * plan.steps_per_epoch * speeds[s.image_size] for s in plan.stages)
+    assert plan.predicted_seconds == pytest.approx(recomputed)
+    assert plan.sizes == tuple(sizes) and plan.sizes[-1] == max(sizes)
+    assert all(s.epochs >= 1 and s.steps == s.epochs * plan.steps_per_epoch for s in plan.stages)
+    assert plan.total_steps == sum(s.steps for s in plan.stages)
+    # Evaluating and checkpointing stay a bounded share of the budget.
+    assert plan.epochs * (ev + ck) <= plan_lib.MAX_EVAL_FRACTION * budget + len(sizes) * (ev + ck)
+
+
+def test_equal_time_shares_give_small_stages_more_steps():
+    plan = plan_lib.plan_budget(600, {64: 0.1, 128: 0.4}, (64, 128), 50, 1.0, 0.2, 10.0)
+    first, last = plan.stages
+    assert first.steps > 3 * last.steps  # 4x faster per step, the same share of time
+    assert first.seconds == pytest.approx(last.seconds, rel=0.25)  # whole epochs round the shares
+    weighted = plan_lib.plan_budget(600, {64: 0.1, 128: 0.4}, (64, 128), 50, 1.0, 0.2, 10.0, shares=(1, 3))
+    assert weighted.stages[1].seconds > 2 * weighted.stages[0].seconds
+
+
+def test_round_trip_through_json():
+    plan = plan_lib.plan_budget(*CASES[0])
+    assert plan_lib.BudgetPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    assert "stage 3: 128 px" in plan.table()
+
+
+def test_a_budget_too_small_names_the_flag():
+    with pytest.raises(plan_lib.BudgetError, match=r"^--time_budget: 20s cannot hold this run"):
+        plan_lib.plan_budget(20, {128: 0.9}, (128,), 93, 4.0, 0.6, 12.0, spent_seconds=10.0)
+
+
+@pytest.mark.parametrize("text, seconds", [("10m", 600), ("1h30m", 5400), ("90s", 90), ("2m30s", 150),
+                                           ("45", 45), (12.5, 12.5), ("1.5h", 5400)])
+def test_durations(text, seconds):
+    assert plan_lib.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten minutes", "-5", "0", "5x", True])
+def test_bad_durations_name_the_flag(text):
+    with pytest.raises(plan_lib.BudgetError, match="^--time_budget: "):
+        plan_lib.parse_duration(text)
