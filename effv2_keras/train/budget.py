@@ -12,6 +12,7 @@ A resumed run reads its ``plan.json`` back and measures nothing: it continues th
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import tempfile
@@ -26,6 +27,7 @@ from effv2_keras.train import plan as plan_lib
 # shape; the next fill the input pipeline). Enough for a median within a few percent on CPU.
 WARMUP_STEPS = 2
 TIMED_STEPS = 5
+NEVER = 2 ** 31 - 1
 
 
 def plan_for(config, splits, started: float) -> plan_lib.BudgetPlan:
@@ -37,12 +39,13 @@ def plan_for(config, splits, started: float) -> plan_lib.BudgetPlan:
     provisional = config.replace(time_budget=None, resume=False).resolve(splits)
     sizes = [stage.image_size for stage in schedule_lib.from_config(provisional).stages]
     with tempfile.TemporaryDirectory(prefix="effv2_budget_") as scratch:
-        costs = measure(provisional.replace(out=scratch, verbose=0), splits, sizes)
+        # No checkpoint inside the timed epoch ends: it is timed on its own.
+        costs = measure(provisional.replace(out=scratch, verbose=0, checkpoint_every=NEVER), splits, sizes)
     spent = time.time() - started + costs["startup_seconds"]
     return plan_lib.plan_budget(
         config.budget_seconds(), costs["step_seconds"], sizes,
         data_steps=max(1, splits.train.num_examples // config.batch_size),
-        eval_seconds=costs["epoch_end_seconds"], checkpoint_seconds=0.0,
+        eval_seconds=costs["epoch_end_seconds"], checkpoint_seconds=costs["checkpoint_seconds"],
         final_seconds=costs["final_seconds"], spent_seconds=spent)
 
 
@@ -55,21 +58,17 @@ def measure(config, splits, sizes: Sequence[int]) -> Dict[str, object]:
     probe = Trainer(config, splits)
     built = time.perf_counter() - began
     stage = probe.schedule.stages[-1]
-    step_seconds, first_step = {}, None
+    step_seconds, tracing = {}, 0.0
     for size in sorted(set(sizes), reverse=True):
         first, per_step = probe.time_steps(dataclasses.replace(stage, image_size=size),
                                            WARMUP_STEPS, TIMED_STEPS)
-        first_step = first if first_step is None else first_step
         step_seconds[size] = per_step
-    cold_end, warm_end, final = probe.time_epoch_ends_and_final()
-    return {"step_seconds": step_seconds, "epoch_end_seconds": warm_end, "final_seconds": final,
-            "startup_seconds": built + first_step + (cold_end - warm_end)}
-
-
-def write(path: str, plan: plan_lib.BudgetPlan) -> None:
-    from effv2_keras.train.outputs import atomic_write
-
-    atomic_write(path, json.dumps(plan.to_dict(), indent=2) + "\n")
+        tracing += max(0.0, first - per_step)  # a new size may trace or compile again (XLA, --nofast_step)
+    cold_end, warm_end, checkpoint, final = probe.time_epoch_ends_and_final()
+    del probe
+    gc.collect()  # the probe's model and optimizer, before the real run builds its own
+    return {"step_seconds": step_seconds, "epoch_end_seconds": warm_end, "checkpoint_seconds": checkpoint,
+            "final_seconds": final, "startup_seconds": built + tracing + (cold_end - warm_end)}
 
 
 def read(path: str) -> plan_lib.BudgetPlan:

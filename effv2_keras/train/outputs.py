@@ -153,14 +153,17 @@ class RunOutputs:
         os.replace(tmp, path)
         return path
 
-    def write_manifest(self, config, class_names: Sequence[str], eval_size: Optional[int] = None) -> Optional[str]:
-        """run.json: what export/, predict and evaluate read (``effv2_keras.run_dir``); ``eval_size``:
-        the size chosen at the end of the run (default ``config.eval_size``)."""
+    def write_manifest(self, config, class_names: Sequence[str], eval_size: Optional[int] = None,
+                       crop_fraction: Optional[float] = None) -> Optional[str]:
+        """run.json: what export/, predict and evaluate read (``effv2_keras.run_dir``); ``eval_size``
+        and ``crop_fraction``: those chosen at the end of the run (default: the config's size, the
+        package's central crop)."""
         if not self.is_chief:
             return None
         manifest = run_dir.RunManifest(
             model=config.model, num_classes=len(class_names), class_names=[str(n) for n in class_names],
-            eval_size=eval_size or config.eval_size, width=config.width, depth=config.depth, data=config.data,
+            eval_size=eval_size or config.eval_size, crop_fraction=crop_fraction or run_dir.DEFAULT_CROP_FRACTION,
+            width=config.width, depth=config.depth, data=config.data,
             data_dir=config.data_dir, files=run_dir.present_files(self.out))
         return str(run_dir.write(self.out, manifest))
 
@@ -291,8 +294,9 @@ def summary_text(result, *, ema: bool, selected_best: bool, eval_scores: Optiona
     else:
         lines.append(f"Selected weights: {which}, last epoch ({result.selected_epoch}).")
     if result.eval_size:
-        lines.append(f"Evaluated at {result.eval_size} px" + (
-            f" (best on validation of {', '.join(f'{s} px {t:.4f}' for s, t in eval_scores.items())})"
+        crop = f", central {result.eval_crop_fraction:g} of each side" if result.eval_crop_fraction else ""
+        lines.append(f"Evaluated at {result.eval_size} px{crop}" + (
+            f" (best on validation of px@crop {', '.join(f'{s} {t:.4f}' for s, t in eval_scores.items())})"
             if eval_scores and len(eval_scores) > 1 else "") + ":")
     for name, m in (("validation", result.val), ("test", result.test)):
         if m:

@@ -176,6 +176,10 @@ def plan_budget(budget_seconds: float, step_seconds: Dict[int, float], sizes: Se
                    for s, e, t in zip(sizes, epochs, times))
     predicted = (spent_seconds + final_seconds + sum(epochs) * per_epoch
                  + sum(stage.seconds for stage in stages))
+    if predicted > budget_seconds:
+        raise BudgetError(
+            f"--time_budget: {_clock(budget_seconds)} cannot hold this run: one step of every epoch, the "
+            f"{sum(epochs)} evaluations and the start take {_clock(predicted)}; give more time or a smaller model.")
     return BudgetPlan(budget_seconds=float(budget_seconds), stages=stages, steps_per_epoch=steps_per_epoch,
                       step_seconds={int(k): float(v) for k, v in step_seconds.items()},
                       eval_seconds=float(eval_seconds), checkpoint_seconds=float(checkpoint_seconds),

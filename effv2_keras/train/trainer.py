@@ -17,7 +17,9 @@
 The config is resolved once, before anything is built (``TrainConfig.resolve`` with
 the data's facts), and the schedule comes from it (``schedule.from_config``); the
 trainer never changes either. What the run writes and prints lives in
-``train.outputs``, how checkpoints are packed in ``train.checkpoint``.
+``train.outputs``, how checkpoints are packed in ``train.checkpoint``, the traced train
+and eval steps in ``train.step``, and how a ``--time_budget`` is measured and planned in
+``train.budget`` and ``train.plan``.
 
 The step trains ``train_model``: with ``--fast_step`` (the default) a twin over the
 model's own layers and variables with faster training kernels (``train.fast``); the
@@ -64,10 +66,11 @@ from effv2_keras.models import build_model, get_spec
 from effv2_keras.train import checkpoint as ckpt_lib
 from effv2_keras.train import budget, optim, outputs, recipes
 from effv2_keras.train import plan as plan_lib
-from effv2_keras.train.config import RESUME_KEYS, TrainConfig, eval_size_candidates
+from effv2_keras.train.config import EVAL_CROP_FRACTIONS, RESUME_KEYS, TrainConfig, eval_size_candidates
 from effv2_keras.train.ema import ExponentialMovingAverage
 from effv2_keras.train.fast import make_twin, set_head_dropout
 from effv2_keras.train.progressive import stage_dataset
+from effv2_keras.train.step import Steps
 from effv2_keras.train.strategy import accelerator, make_strategy, worker_info
 
 
@@ -117,6 +120,7 @@ class TrainResult:
     seconds: float
     stopped_early: bool = False
     eval_size: Optional[int] = None
+    eval_crop_fraction: Optional[float] = None
     model: keras.Model = dataclasses.field(repr=False, default=None)
 
 
@@ -192,6 +196,8 @@ class Trainer:
             self.plan = budget.plan_for(config, self.splits, self.started) if config.time_budget else None
         except plan_lib.BudgetError as e:
             raise ConfigError(str(e)) from None
+        if self.plan is not None:
+            keras.utils.set_random_seed(config.seed)  # the measuring drew from the seeded streams
         try:
             self.config = config.resolve(self.splits, plan=self.plan)
             self.schedule = schedule_lib.from_config(self.config, self.plan)
@@ -199,8 +205,9 @@ class Trainer:
             raise ConfigError(str(e)) from None
         self.recipe_reason = recipes.choose(config.recipe, self.config.epochs)[1]
         self.eval_sizes = (eval_size_candidates(self.config.max_size, self.splits.image_size)
-                           if config.eval_size is None and config.choose_eval_size and self.splits.val is not None
+                           if self.config.choose_eval_size and self.splits.val is not None
                            else (self.config.eval_size,))
+        self.eval_crops = EVAL_CROP_FRACTIONS if self.config.choose_eval_size else (data.EVAL_CROP_FRACTION,)
         self.recipe_flags = sorted(k for k, v in config.recipe_sources().items() if v.startswith("--"))
         self.steps_per_epoch = self.config.steps_per_epoch
         self.total_steps = self.steps_per_epoch * self.schedule.epochs
@@ -213,10 +220,7 @@ class Trainer:
         self.rows: List[dict] = []
         self.best: Optional[dict] = None
         self._best_arrays: Optional[Dict[str, np.ndarray]] = None
-        self.trace_log: List[dict] = []
-        self.trace_counts: Dict[int, int] = {}
         self._train_fn = None
-        self._stage_index = 0
         self.last_checkpoint: Optional[str] = None
         self._partial = _EpochTotals()
         self._eval_datasets: Dict[tuple, object] = {}
@@ -257,11 +261,11 @@ class Trainer:
     def begin_stage(self, stage) -> None:
         """New pipeline at the stage's size/augmentation, the stage's dropout; a new train step
         only where the dropout rate is baked into the graph (``--nofast_step``)."""
-        self._stage_index = stage.index
+        self.steps.stage_index = stage.index
         set_head_dropout(self.train_model, stage.dropout)
         self._train_iterator = iter(self._train_dataset(stage, start_step=self.global_step))
         if self._train_fn is None or not self.config.fast_step:
-            self._train_fn = self._make_train_function()
+            self._train_fn = self.steps.train_function()
         self._stage_images_due = True
         self._log(outputs.stage_text(stage, len(self.schedule.stages), self.progress.run_eta(self.global_step)))
         for callback in self.callbacks.callbacks:
@@ -345,20 +349,22 @@ class Trainer:
                 self._swap_ema()  # the EMA weights become the model's for good
             selected_epoch = self.rows[-1]["epoch"] if self.rows else None
         self._ema_in_model = True
-        eval_size, val, test, scores = self.final_evaluation()
+        eval_size, eval_crop, val, test, scores = self.final_evaluation()
         model_path = self.outputs.write_model(self.probabilities_model()) if self.is_chief else None
         seconds = self._wall_seconds()
         result = TrainResult(out=self.out, config=self.config, schedule=self.schedule, rows=self.rows,
                              global_step=self.global_step, selected_epoch=selected_epoch, val=val,
                              test=test, model_path=model_path, seconds=seconds, stopped_early=stopped_early,
-                             eval_size=eval_size, model=self.model)
+                             eval_size=eval_size, eval_crop_fraction=eval_crop, model=self.model)
         self._write_metrics(final={"selected_epoch": selected_epoch, "val": val, "test": test,
-                                   "eval_size": eval_size, "val_top1_by_eval_size": scores,
+                                   "eval_size": eval_size, "eval_crop_fraction": eval_crop,
+                                   "val_top1_by_eval_size": scores,
                                    "global_step": self.global_step, "seconds": seconds,
                                    "stopped_early": stopped_early,
                                    "time_budget_seconds": self.plan.budget_seconds if self.plan else None})
         self.outputs.write_manifest(self.config, self.splits.class_names or
-                                    [str(i) for i in range(self.num_classes)], eval_size=eval_size)
+                                    [str(i) for i in range(self.num_classes)], eval_size=eval_size,
+                                    crop_fraction=eval_crop)
         self.callbacks.on_train_end(outputs.epoch_logs(self.rows[-1]) if self.rows else None)
         self._log(outputs.summary_text(result, ema=self.ema is not None,
                                        selected_best=self.config.select == "best" and self.best is not None,
@@ -367,17 +373,20 @@ class Trainer:
         return result
 
     def final_evaluation(self):
-        """(evaluation size, validation, test, validation top-1 by size) of the selected weights:
-        the size is the best on validation among ``eval_sizes`` (ties: the smaller), test is
-        evaluated once, at that size."""
-        if self.splits.val is None:
-            size, val, scores = self.config.eval_size, None, None
-        else:
-            results = {size: self.evaluate(self.splits.val, image_size=size, raw=True) for size in self.eval_sizes}
-            size = max(self.eval_sizes, key=lambda s: (results[s]["top1"], -s))
-            val, scores = results[size], {str(s): r["top1"] for s, r in results.items()}
-        test = self.evaluate(self.splits.test, image_size=size, raw=True) if self.splits.test is not None else None
-        return size, val, test, scores
+        """(evaluation size, crop, validation, test, validation top-1 by "size@crop") of the selected
+        weights: size and crop are the best on validation among ``eval_sizes`` x ``eval_crops``
+        (ties: the smaller size, then the first crop), test is evaluated once, with them."""
+        size, crop, scores = self.config.eval_size, data.EVAL_CROP_FRACTION, None
+        val = None
+        if self.splits.val is not None:
+            candidates = [(s, c) for s in self.eval_sizes for c in self.eval_crops]
+            results = {(s, c): self.evaluate(self.splits.val, image_size=s, raw=True, crop_fraction=c)
+                       for s, c in candidates}
+            size, crop = max(candidates, key=lambda sc: (results[sc]["top1"], -sc[0], -self.eval_crops.index(sc[1])))
+            val, scores = results[(size, crop)], {f"{s}@{c:g}": r["top1"] for (s, c), r in results.items()}
+        test = (self.evaluate(self.splits.test, image_size=size, raw=True, crop_fraction=crop)
+                if self.splits.test is not None else None)
+        return size, crop, val, test, scores
 
     def probabilities_model(self) -> keras.Model:
         """The model as keras.applications builds it: ending in a float32 softmax, the
@@ -435,6 +444,16 @@ class Trainer:
         window.read(len(values), batch, now, totals)
         self.progress.update(position, totals.loss, totals.acc, lr, window.speed)
 
+    @property
+    def trace_log(self) -> List[dict]:
+        """One entry per traced train step: stage, image and label shapes, the head's dropout rate."""
+        return self.steps.trace_log
+
+    @property
+    def trace_counts(self) -> Dict[int, int]:
+        """Traces of the train step by stage index."""
+        return self.steps.trace_counts
+
     # -- measuring (``--time_budget`` times a throwaway trainer with these) -----------------
 
     def time_steps(self, stage, warmup: int, timed: int) -> Tuple[float, float]:
@@ -454,9 +473,10 @@ class Trainer:
                 marks.append(time.perf_counter() - began)
         return first, float(np.median(marks)) if marks else first
 
-    def time_epoch_ends_and_final(self) -> Tuple[float, float, float]:
-        """Seconds of a first and a second epoch end (evaluation, metrics, plots, best weights,
-        checkpoint) and of the run's end (validation and test on the selected weights, model.keras)."""
+    def time_epoch_ends_and_final(self) -> Tuple[float, float, float, float]:
+        """Seconds of a first and a second epoch end (evaluation, metrics, plots, best weights),
+        of a checkpoint, and of the run's end (the evaluation-size search on validation, test,
+        model.keras)."""
         self.outputs = outputs.RunOutputs(self.out, is_chief=self.is_chief, tensorboard=False)
         self._start_time = time.time()
         stage = self.schedule.stages[-1]
@@ -466,22 +486,28 @@ class Trainer:
             self.end_epoch(stage, epoch)
             ends.append(time.perf_counter() - began)
         began = time.perf_counter()
+        self._save_checkpoint(stage)
+        checkpoint = time.perf_counter() - began
+        began = time.perf_counter()
         self.final_evaluation()
         if self.is_chief:
             self.outputs.write_model(self.probabilities_model())
-        return ends[0], ends[1], time.perf_counter() - began
+        return ends[0], ends[1], checkpoint, time.perf_counter() - began
 
     # -- evaluation -------------------------------------------------------------------------
 
     def evaluate(self, source: data.ImageSource, image_size: Optional[int] = None,
-                 raw: bool = False) -> Dict[str, float]:
-        """Loss, top-1 and top-5 on ``source`` with the EMA weights (``raw``: the model's)."""
+                 raw: bool = False, crop_fraction: Optional[float] = None) -> Dict[str, float]:
+        """Loss, top-1 and top-5 on ``source`` with the EMA weights (``raw``: the model's), at
+        ``image_size`` (default ``config.eval_size``) after keeping the central ``crop_fraction``
+        of each side (default ``data.EVAL_CROP_FRACTION``)."""
         size = image_size or self.config.eval_size
-        key = (id(source), size)
+        crop = crop_fraction or data.EVAL_CROP_FRACTION
+        key = (id(source), size, crop)
         if key not in self._eval_datasets:
-            self._eval_datasets[key] = self._eval_dataset(source, size)
+            self._eval_datasets[key] = self._eval_dataset(source, size, crop)
         if self._eval_fn is None:
-            self._eval_fn = self._make_eval_function()
+            self._eval_fn = self.steps.eval_function()
         sums = np.zeros([4], np.float64)
         with self._eval_weights(raw):
             for images, labels, weights in self._eval_datasets[key]:
@@ -533,10 +559,10 @@ class Trainer:
                         if config.ema_decay > 0 else None)
             # The twin's layers ARE the model's (same variables): it only changes the kernels.
             self.train_model = make_twin(self.model) if config.fast_step else self.model
-        self.dropout_layer = _find_layer(self.model, "top_dropout")
-        self.decayed = optim.decayed_variables(self.model) if self.l2 else []
-        self.bn_statistics = [v for v in self.model.non_trainable_variables
-                              if tf.as_dtype(v.dtype).is_floating]
+        self.steps = Steps(self.model, self.train_model, self.optimizer, self.ema, self.strategy,
+                           batch_size=config.batch_size, num_classes=self.num_classes, l2=self.l2,
+                           jit_compile=self.jit and self.device != "tpu", fast_step=config.fast_step,
+                           distributed=self.distributed)
 
     def _callback_list(self, callbacks) -> keras.callbacks.CallbackList:
         callbacks = list(callbacks)
@@ -548,91 +574,6 @@ class Trainer:
                 callback.trainer = self
         return keras.callbacks.CallbackList(callbacks, model=self.model, epochs=self.schedule.epochs,
                                             steps=self.steps_per_epoch, verbose=0)
-
-    def _make_train_function(self):
-        """The traced train step. With ``fast_step`` (and one replica) it is traced once for
-        every image size (None height/width) and reads the dropout rate from a variable;
-        otherwise each stage traces its own (its dropout rate baked into the graph)."""
-        model, network, optimizer, ema = self.model, self.train_model, self.optimizer, self.ema
-        global_batch = float(self.config.batch_size)
-        replicas = self.replicas
-        loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-
-        def replica_step(images, labels, step):
-            self.trace_log.append({
-                "stage": self._stage_index, "image_shape": tuple(images.shape),
-                "label_shape": tuple(labels.shape),
-                "dropout": None if self.dropout_layer is None else float(self.dropout_layer.rate),
-                "dropout_variable": self.config.fast_step})
-            with tf.GradientTape() as tape:
-                logits = network(images, training=True)
-                per_example = keras.losses.categorical_crossentropy(labels, logits, from_logits=True)
-                loss = tf.reduce_sum(per_example) / global_batch
-                penalty = optim.l2_penalty(self.decayed, self.l2)
-                if penalty is not None:
-                    loss += penalty / replicas
-                scaled = optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, model.trainable_variables)
-            if loss_scaled and replicas > 1:
-                grads = _skip_together(grads)
-            optimizer.apply(grads, model.trainable_variables)
-            if replicas > 1 and self.bn_statistics:
-                context = tf.distribute.get_replica_context()
-                # tf.identity gives each read the replica's device (a bare variable read has
-                # none, and MultiWorkerMirroredStrategy's all-reduce then has no destination).
-                means = context.all_reduce(tf.distribute.ReduceOp.MEAN,
-                                           [tf.identity(v.value) for v in self.bn_statistics])
-                for variable, mean in zip(self.bn_statistics, means):
-                    variable.assign(mean)
-            if ema is not None:
-                ema.update(step)
-            correct = tf.reduce_sum(tf.cast(
-                tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)), tf.float32))
-            return tf.reduce_sum(per_example), correct
-
-        if self.jit and self.device != "tpu":
-            replica_step = tf.function(replica_step, jit_compile=True)
-
-        counter = optim.inner_optimizer(optimizer).iterations
-
-        def train_step(images, labels, step):
-            index = self._stage_index
-            self.trace_counts[index] = self.trace_counts.get(index, 0) + 1
-            # The optimizer's own step before this update (a loss-scale skip does not advance
-            # it), so the rate logged for a step queued between host reads is the one it used.
-            iteration = tf.identity(counter)
-            loss_sum, correct = self.strategy.run(replica_step, args=(images, labels, step))
-            reduce = self.strategy.reduce
-            return (reduce(tf.distribute.ReduceOp.SUM, loss_sum, axis=None),
-                    reduce(tf.distribute.ReduceOp.SUM, correct, axis=None), iteration)
-
-        if not self.config.fast_step or self.distributed:
-            return tf.function(train_step)  # distributed inputs: one trace per stage shape
-        batch = self.per_replica_batch
-        return tf.function(train_step, input_signature=(
-            tf.TensorSpec([batch, None, None, 3], tf.float32),
-            tf.TensorSpec([batch, self.num_classes], tf.float32),
-            tf.TensorSpec([], tf.int64)))
-
-    def _make_eval_function(self):
-        model, k = self.model, min(5, self.num_classes)
-
-        def replica_eval(images, labels, weights):
-            logits = tf.cast(model(images, training=False), tf.float32)
-            target = tf.argmax(labels, -1, output_type=tf.int32)
-            loss = keras.losses.categorical_crossentropy(labels, logits, from_logits=True)
-            top1 = tf.cast(tf.math.in_top_k(target, logits, 1), tf.float32)
-            top5 = tf.cast(tf.math.in_top_k(target, logits, k), tf.float32)
-            return [tf.reduce_sum(x * weights) for x in (loss, top1, top5)] + [tf.reduce_sum(weights)]
-
-        if self.jit and self.device != "tpu":
-            replica_eval = tf.function(replica_eval, jit_compile=True)
-
-        def eval_step(images, labels, weights):
-            sums = self.strategy.run(replica_eval, args=(images, labels, weights))
-            return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
-
-        return tf.function(eval_step)
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -650,7 +591,7 @@ class Trainer:
 
         return self._distribute(dataset_fn)
 
-    def _eval_dataset(self, source: data.ImageSource, size: int):
+    def _eval_dataset(self, source: data.ImageSource, size: int, crop: float = None):
         """(images, labels, weights) batches; padded with weight-0 examples to whole steps."""
         num_classes = self.num_classes
 
@@ -661,7 +602,7 @@ class Trainer:
             largest_shard = -(-source.num_examples // pipelines)
             steps = -(-largest_shard // (batch * per_pipeline_replicas))
             ds = data.make_pipeline(_shard(source, context), size, batch, num_classes, training=False,
-                                    drop_remainder=False)
+                                    drop_remainder=False, eval_crop_fraction=crop or data.EVAL_CROP_FRACTION)
             ds = ds.unbatch().map(lambda x, y: (x, y, tf.constant(1.0)))
             pad = tf.data.Dataset.from_tensors(
                 (tf.zeros([size, size, 3]), tf.zeros([num_classes]), tf.constant(0.0))).repeat()
@@ -776,7 +717,8 @@ class Trainer:
 
     def _write_metrics(self, final: Optional[dict] = None) -> None:
         self.outputs.write_metrics(
-            self.rows, self.schedule.stages, eval_size=self.config.eval_size, final=final,
+            self.rows, self.schedule.stages, eval_size=(final or {}).get("eval_size") or self.config.eval_size,
+            final=final,
             extra={"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps, "best": self.best})
 
     def _wall_seconds(self) -> float:
@@ -836,23 +778,6 @@ class _EpochTotals:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _skip_together(grads):
-    """Per-replica gradients, made non-finite on every replica when any replica's are.
-
-    Keras' LossScaleOptimizer decides "finite, apply" or "overflow, skip and lower the
-    scale" from the FIRST replica's gradients only (it expects them all-reduced already),
-    while the inner optimizer then sums every replica's. When only another replica
-    overflowed (fp16 under MirroredStrategy: measured on digits, step 2) the inf was summed
-    into the weights. Adding 0 (all finite) or NaN (any overflow) to every gradient makes
-    all replicas, and so the first, agree.
-    """
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
-    overflows = tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
-    poison = tf.where(overflows > 0.0, float("nan"), 0.0)
-    return [None if g is None else g + tf.cast(poison, g.dtype) for g in grads]
-
-
 def _shard(source: data.ImageSource, context) -> data.ImageSource:
     n, i = context.num_input_pipelines, context.input_pipeline_id
     if n == 1:
@@ -863,10 +788,3 @@ def _shard(source: data.ImageSource, context) -> data.ImageSource:
 
 def _derive_seed(*parts) -> int:
     return zlib.crc32(repr(parts).encode()) % (2**31 - 2)
-
-
-def _find_layer(model, name):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        return None

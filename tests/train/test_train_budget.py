@@ -82,3 +82,43 @@ def test_budget_errors_name_the_flag(tmp_path):
         TrainConfig(time_budget="soon").validate()
     with pytest.raises(ConfigError, match="^--time_budget: 2s cannot hold this run"):
         train(tiny_config(tmp_path, time_budget="2s"))
+
+
+def test_the_evaluation_size_is_chosen_on_validation_and_recorded(tmp_path):
+    from effv2_keras import run_dir
+
+    trainer = Trainer(tiny_config(tmp_path, epochs=1, steps_per_epoch=3))
+    assert trainer.config.choose_eval_size and trainer.eval_sizes == (48,)  # digits are stored at 32 px
+    assert trainer.eval_crops == (0.875, 1.0)
+    trainer.eval_sizes = (40, 48, 56)  # as a folder of larger photos would give
+    result = trainer.fit()
+    scores = json.loads((tmp_path / "metrics.json").read_text())["final"]["val_top1_by_eval_size"]
+    assert sorted(scores) == sorted(f"{s}@{c:g}" for s in (40, 48, 56) for c in (0.875, 1.0))
+    best = max(scores.values())
+    chosen = f"{result.eval_size}@{result.eval_crop_fraction:g}"
+    assert scores[chosen] == best == result.val["top1"]
+    assert all(scores[f"{s}@{c:g}"] < best for s in (40, 48, 56) for c in (0.875, 1.0) if s < result.eval_size)
+    manifest = run_dir.read(tmp_path)
+    assert (manifest.eval_size, manifest.crop_fraction) == (result.eval_size, result.eval_crop_fraction)
+    # The test split is scored once, with the chosen size and crop.
+    again = trainer.evaluate(trainer.splits.test, image_size=result.eval_size, raw=True,
+                             crop_fraction=result.eval_crop_fraction)
+    assert result.test == pytest.approx(again)
+
+
+def test_eval_size_choice_survives_resolving_twice_and_yields_to_a_given_size():
+    assert TrainConfig().resolve().resolve().choose_eval_size is True
+    assert TrainConfig(eval_size=64).resolve().choose_eval_size is False
+    assert TrainConfig(eval_size=64, choose_eval_size=True).resolve().resolve().choose_eval_size is True
+
+
+def test_a_budget_is_refused_where_workers_would_plan_apart():
+    with pytest.raises(ValueError, match="^--time_budget: is planned by one process"):
+        TrainConfig(time_budget="10m", strategy="multiworker").validate()
+
+
+def test_the_recipe_is_the_one_the_plan_was_measured_with():
+    plan = plan_lib.plan_budget(3600, {96: 0.01}, (96,), 10, 0.1, 0.0, 1.0)
+    assert plan.epochs >= 100  # "auto" would pick the paper's recipe for this many epochs
+    resolved = TrainConfig(time_budget="1h", max_size=96).resolve(plan=plan)
+    assert resolved.recipe == "short" and resolved.epochs == plan.epochs and resolved.lr_decay == "linear"

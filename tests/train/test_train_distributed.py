@@ -104,7 +104,7 @@ def test_multiworker_mirrored_two_local_workers(jobs):
 
 def test_loss_scaling_skips_on_every_replica_when_one_overflows():
     # Keras' LossScaleOptimizer decides from the first replica only; the trainer makes all
-    # replicas agree (trainer._skip_together). Without it, the mirrored fp16 run above
+    # replicas agree (train.step.skip_together). Without it, the mirrored fp16 run above
     # summed another replica's inf into the weights.
     out = subprocess.run([sys.executable, str(SCRIPTS / "skip_together.py")], cwd=REPO,
                          env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)

@@ -63,3 +63,10 @@ def test_durations(text, seconds):
 def test_bad_durations_name_the_flag(text):
     with pytest.raises(plan_lib.BudgetError, match="^--time_budget: "):
         plan_lib.parse_duration(text)
+
+
+def test_a_plan_that_would_overrun_is_refused():
+    # Each stage needs an epoch of at least one step: here that alone (1 s + 34 s) outlasts
+    # what the start, the two evaluations and the end leave of the minute.
+    with pytest.raises(plan_lib.BudgetError, match="^--time_budget: 1m00s cannot hold this run: one step"):
+        plan_lib.plan_budget(60, {64: 1.0, 128: 34.0}, (64, 128), 100, 1.0, 0.5, 5.0, spent_seconds=20.0)
