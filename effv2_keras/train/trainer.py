@@ -457,21 +457,28 @@ class Trainer:
     # -- measuring (``--time_budget`` times a throwaway trainer with these) -----------------
 
     def time_steps(self, stage, warmup: int, timed: int) -> Tuple[float, float]:
-        """Seconds of the first step at ``stage``'s size (tracing included) and the median per
-        step of ``timed`` steps after ``warmup`` untimed ones; the input pipeline is inside."""
+        """Seconds of the first step at ``stage``'s size (tracing included) and the mean per step
+        of ``timed`` steps after ``warmup`` untimed ones, timed as one span with the input
+        pipeline inside (as training runs them: the host waits only at the span's end)."""
         self.begin_stage(stage)
-        first, marks = None, []
+        first = timed_from = None
+        loss_sum = None
         for i in range(warmup + timed):
+            if i == warmup:
+                if loss_sum is not None:
+                    float(loss_sum)  # the warm-up steps are done
+                timed_from = time.perf_counter()
             began = time.perf_counter()
             images, labels = next(self._train_iterator)
             loss_sum, _, _ = self._train_fn(images, labels, tf.constant(self.global_step, tf.int64))
-            float(loss_sum)  # waits for the step
             self.global_step += 1
             if i == 0:
+                float(loss_sum)  # waits for the first step (its trace)
                 first = time.perf_counter() - began
-            elif i >= warmup:
-                marks.append(time.perf_counter() - began)
-        return first, float(np.median(marks)) if marks else first
+        float(loss_sum)
+        if timed_from is None:
+            return first, first
+        return first, (time.perf_counter() - timed_from) / timed
 
     def time_epoch_ends_and_final(self) -> Tuple[float, float, float, float]:
         """Seconds of a first and a second epoch end (evaluation, metrics, plots, best weights),
