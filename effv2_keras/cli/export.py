@@ -20,7 +20,6 @@ its run.json gives the class names, evaluation size and crop), and --verify is
 
 from __future__ import annotations
 
-import sys
 import time
 
 from absl import flags
@@ -94,8 +93,7 @@ def _export(argv) -> int:
                                    count=FLAGS.verify_count or None, image_size=FLAGS.image_size)
     print(export.format_table([result]))
     if not result.passed:
-        print(f"effv2 export: verification failed: {'; '.join(result.failures())}", file=sys.stderr)
-        return common.FAILED
+        return common.fail(COMMAND, f"verification failed: {'; '.join(result.failures())}")
     return 0
 
 
