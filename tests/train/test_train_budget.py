@@ -36,7 +36,9 @@ def test_a_budgeted_run_fills_its_budget_and_ends_at_lr_zero(budget_run):
     assert result.global_step == plan.total_steps == trainer.total_steps
     assert trainer.config.lr_decay == "linear" and trainer.config.epochs == plan.epochs
     assert [s.epochs for s in trainer.schedule.stages] == [s.epochs for s in plan.stages]
-    assert result.rows[-1]["lr"] == 0.0 and result.rows[0]["lr"] > 0
+    # A slow machine may plan a single epoch, whose row shows the last step's rate: check the
+    # first step's rate on the schedule itself.
+    assert result.rows[-1]["lr"] == 0.0 and trainer.lr_schedule.value(0) > 0
     assert trainer.lr_schedule.value(plan.total_steps - 1) == 0.0
     saved = json.loads((out / "plan.json").read_text())
     assert plan_lib.BudgetPlan.from_dict(saved) == plan
