@@ -87,6 +87,20 @@ def choose(environ: Mapping[str, str], machine: Optional[str] = None,
     return KernelChoice(None, "tensorflow", "TensorFlow's default (no AVX2)")
 
 
+# bf16 arithmetic in hardware: AVX512_BF16 (dot products) or AMX (tiles). oneDNN emulates bf16
+# without them, slower than float32.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def bf16_hardware(flags: Optional[Iterable[str]] = None) -> bool:
+    """Whether this x86 CPU computes bf16 in hardware (AVX512_BF16 or AMX).
+
+    >>> bf16_hardware({"avx2", "avx512f", "avx512_bf16"}), bf16_hardware({"avx2", "fma"})
+    (True, False)
+    """
+    return bool(BF16_FLAGS & frozenset(cpu_flags() if flags is None else flags))
+
+
 _applied: Optional[KernelChoice] = None
 
 

@@ -62,3 +62,11 @@ def test_the_choice_reaches_tensorflow():
     else:
         assert env_value is None
     assert _probe("0")[:2] == ["0", False]  # the user's "off" wins on every CPU
+
+
+def test_bf16_hardware_reads_the_bf16_flags(monkeypatch):
+    assert cpu_kernels.bf16_hardware({"avx2", "avx512f", "avx512_bf16"})
+    assert cpu_kernels.bf16_hardware({"avx2", "amx_bf16", "amx_tile"})
+    assert not cpu_kernels.bf16_hardware({"avx2", "fma", "avx512f"})
+    monkeypatch.setattr(cpu_kernels, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert not cpu_kernels.bf16_hardware()

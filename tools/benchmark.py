@@ -1,8 +1,9 @@
-"""Speed as ratios measured in one process, in alternation (A B C A B C ...).
+"""Speed as ratios measured in alternation (A B C A B C ...), medians of rounds.
 
 Two benchmarks:
 
-* default: inference (and a plain SGD step) of our builders against keras.applications.
+* default: inference (and a plain SGD step) of our builders against keras.applications,
+  in one process.
 * ``--train_step``: the training step users get, per image size and precision:
   ``effv2 train``'s own code path (the Trainer's data pipeline, traced step, EMA and host
   reads; no validation), keras.applications + ``model.fit`` on the same tf.data pipeline,
@@ -11,8 +12,16 @@ Two benchmarks:
   Each round runs ``--steps`` steps of every contender; a round's speed excludes its
   first step; the table gives the median over rounds and the ratios of the medians.
 
+  ``--isolate`` (the default) runs each contender in its own worker process (this script
+  with ``--worker``): the workers warm up one after the other, then the parent asks each in
+  turn for a round, so while one runs the others wait idle on their stdin. In one process
+  TensorFlow's and PyTorch's thread pools sit side by side and distort the comparison: on a
+  2-core AVX2 machine effv2 measured 1.01x timm's float32 step with timm in the same process,
+  but 0.73x against timm in its own process (issue 24).
+  ``--noisolate`` builds and alternates all contenders in this process.
+
 Load from other processes hits every contender alike, so the ratios are what to quote.
-Prints a Markdown table and writes JSON (``--out``).
+Prints a Markdown table and writes JSON (``--out``); each row says whether it was isolated.
 
 Example:
     python tools/benchmark.py --train_step --models efficientnetv2-b0 --sizes 64,128 \\
@@ -21,10 +30,13 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -64,8 +76,13 @@ flags.DEFINE_integer("intra_op", None, "--train_step lever: TF intra-op threads 
 flags.DEFINE_integer("data_threads", None, "--train_step lever: a private tf.data threadpool of this size.")
 flags.DEFINE_boolean("grappler_bf16", False, "--train_step lever: grappler's auto_mixed_precision_onednn_bfloat16 "
                      "pass (use with --precisions float32).")
+flags.DEFINE_boolean("isolate", True, "--train_step: each contender in its own worker process (--noisolate: "
+                     "all in this process, where TF's and torch's thread pools share the cores).")
+flags.DEFINE_string("worker", None, "Internal (--isolate): run this one contender as a worker driven over "
+                    "stdin/stdout by the benchmark's parent process.")
 flags.DEFINE_string("out", None, "Write the results here as JSON.")
 
+TIMM_MISSING = "timm is not installed (pip install torch==2.13.0; pip install --no-deps timm==1.0.31)"
 TIMM_NAMES = {"efficientnetv2-b0": "tf_efficientnetv2_b0", "efficientnetv2-b1": "tf_efficientnetv2_b1",
               "efficientnetv2-b2": "tf_efficientnetv2_b2", "efficientnetv2-b3": "tf_efficientnetv2_b3",
               "efficientnetv2-s": "tf_efficientnetv2_s", "efficientnetv2-m": "tf_efficientnetv2_m"}
@@ -221,15 +238,16 @@ class TimmContender:
         return self.batch * (len(ends) - 1) / (ends[-1] - ends[0])
 
 
-def make_contenders(name, size, precision, splits, data_spec):
+def make_contenders(name, size, precision, splits, data_spec, names=None):
+    """The contenders of ``names`` (default ``--contenders``) that can run here, built in this process."""
+    names = FLAGS.contenders if names is None else names
     timm = None
-    if "timm" in FLAGS.contenders:
+    if "timm" in names:
         from timm_import import import_timm
 
         timm = import_timm()
         if timm is None:
-            print("timm is not installed (pip install torch==2.13.0; pip install --no-deps timm==1.0.31): "
-                  "its column is left out.", file=sys.stderr)
+            print(f"{TIMM_MISSING}: its column is left out.", file=sys.stderr)
     builders = {
         "effv2": lambda: TrainerContender(name, size, precision, splits, data_spec, FLAGS.batch, FLAGS.steps,
                                           FLAGS.rounds),
@@ -239,7 +257,7 @@ def make_contenders(name, size, precision, splits, data_spec):
         "timm": lambda: TimmContender(name, size, precision, splits, FLAGS.batch, FLAGS.steps, timm),
     }
     contenders = {}
-    for c in FLAGS.contenders:
+    for c in names:
         if c.startswith("effv2[") and c.endswith("]"):
             twin, overrides = parse_variant(c[len("effv2["):-1])
             fused_optimizer = bool(int(overrides.pop("fused_optimizer", 1)))
@@ -271,29 +289,18 @@ def train_step_benchmark():
     if FLAGS.steps < 2:
         raise app.UsageError("--steps: at least 2 (a round's speed excludes its first step).")
     data_spec = FLAGS.data or default_data_spec()
-    splits = data.load(data_spec, val_fraction=0.0)
+    if FLAGS.isolate:
+        measure = functools.partial(isolated_samples, data_spec=data_spec)
+    else:
+        measure = functools.partial(in_process_samples, splits=data.load(data_spec, val_fraction=0.0),
+                                    data_spec=data_spec)
     rows = []
     for name in FLAGS.models:
         for size in (int(s) for s in FLAGS.sizes):
             for precision in FLAGS.precisions:
-                contenders = make_contenders(name, size, precision, splits, data_spec)
-                for contender in contenders.values():
-                    contender.round()  # warm-up: tracing, allocation, pipeline start
-                samples = {c: [] for c in contenders}
-                for _ in range(FLAGS.rounds):
-                    for c, contender in contenders.items():
-                        samples[c].append(contender.round())
-                medians = {c: float(np.median(v)) for c, v in samples.items()}
-                row = dict(model=name, size=size, batch=FLAGS.batch, precision=precision,
-                           images_per_s={c: round(m, 2) for c, m in medians.items()},
-                           samples={c: [round(x, 2) for x in v] for c, v in samples.items()})
-                for other in medians:
-                    if "effv2" in medians and other != "effv2":
-                        row[f"effv2_over_{other}"] = round(medians["effv2"] / medians[other], 3)
+                row = step_row(name, size, precision, measure(name, size, precision))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                del contenders
-                keras.backend.clear_session()
     columns = list(dict.fromkeys(c for r in rows for c in r["images_per_s"]))
     ratios = list(dict.fromkeys(k for r in rows for k in r if k.startswith("effv2_over_")))
     print(f"\ndata {data_spec}, batch {FLAGS.batch}, {FLAGS.rounds} rounds x {FLAGS.steps} steps, medians (img/s)")
@@ -303,6 +310,157 @@ def train_step_benchmark():
         cells = [str(r["images_per_s"].get(c, "")) for c in columns] + [str(r.get(k, "")) for k in ratios]
         print(f"| {r['model']} | {r['size']} | {r['precision']} | " + " | ".join(cells) + " |")
     return rows
+
+
+def step_row(name, size, precision, samples):
+    """One table row: the medians of each contender's round speeds and effv2's ratios to them."""
+    medians = {c: float(np.median(v)) for c, v in samples.items()}
+    row = dict(model=name, size=size, batch=FLAGS.batch, precision=precision, isolated=FLAGS.isolate,
+               images_per_s={c: round(m, 2) for c, m in medians.items()},
+               samples={c: [round(x, 2) for x in v] for c, v in samples.items()})
+    for other in medians:
+        if "effv2" in medians and other != "effv2":
+            row[f"effv2_over_{other}"] = round(medians["effv2"] / medians[other], 3)
+    return row
+
+
+def in_process_samples(name, size, precision, splits, data_spec):
+    """Every contender built in this process, warmed up, then ``--rounds`` alternating rounds."""
+    contenders = make_contenders(name, size, precision, splits, data_spec)
+    for contender in contenders.values():
+        contender.round()  # warm-up: tracing, allocation, pipeline start
+    samples = {c: [] for c in contenders}
+    for _ in range(FLAGS.rounds):
+        for c, contender in contenders.items():
+            samples[c].append(contender.round())
+    del contenders
+    keras.backend.clear_session()
+    return samples
+
+
+# -- --isolate: one worker process per contender -------------------------------------------------
+
+
+def isolated_samples(name, size, precision, data_spec):
+    """Each contender in its own worker; warm-ups one at a time, then ``--rounds`` alternating rounds."""
+    workers = []
+    try:
+        for contender in dict.fromkeys(FLAGS.contenders):
+            worker = ContenderWorker(contender, worker_argv(contender, name, size, precision, data_spec))
+            workers.append(worker)
+            if not worker.wait_ready():
+                workers.remove(worker)
+        samples = {w.contender: [] for w in workers}
+        for _ in range(FLAGS.rounds):
+            for worker in workers:
+                samples[worker.contender].append(worker.round())
+        for worker in workers:
+            worker.quit()
+    finally:
+        for worker in workers:
+            worker.close()
+    return samples
+
+
+def worker_argv(contender, name, size, precision, data_spec):
+    """This script as a worker for one contender, with the parent's settings and levers."""
+    argv = [sys.executable, os.path.abspath(__file__), "--train_step", f"--worker={contender}",
+            "--models", name, "--sizes", str(size), "--precisions", precision, f"--data={data_spec}",
+            f"--batch={FLAGS.batch}", f"--steps={FLAGS.steps}", f"--rounds={FLAGS.rounds}",
+            "--grappler_bf16" if FLAGS.grappler_bf16 else "--nograppler_bf16"]
+    for lever in ("inter_op", "intra_op", "data_threads"):
+        if getattr(FLAGS, lever) is not None:
+            argv.append(f"--{lever}={getattr(FLAGS, lever)}")
+    return argv
+
+
+class ContenderWorker:
+    """The parent's end of one worker: commands on its stdin, READY and JSON lines back on its stdout."""
+
+    def __init__(self, contender, argv):
+        self.contender = contender
+        # a file, not a pipe: nobody reads the worker's logs while it runs, and a full pipe would block it
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                        text=True, env=dict(os.environ))
+
+    def wait_ready(self) -> bool:
+        """True once warmed up; False (with a note on stderr) when its contender cannot run here."""
+        message = self.read_message()
+        if message == "READY":
+            return True
+        print(f"{self.contender}: {message['unavailable']}: its column is left out.", file=sys.stderr)
+        self.process.wait()
+        return False
+
+    def round(self) -> float:
+        self.send("round")
+        return self.read_message()["images_per_s"]
+
+    def quit(self):
+        self.send("quit")
+        self.process.wait()
+
+    def close(self):
+        if self.process.poll() is None:  # left running by an error elsewhere
+            self.process.kill()
+            self.process.wait()
+        self.process.stdin.close()
+        self.process.stdout.close()
+        self.stderr.close()
+
+    def send(self, command: str):
+        try:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # it died: the next read_message reports it
+            pass
+
+    def read_message(self):
+        """``READY`` or the next JSON line; other lines (a library printing to stdout) are skipped."""
+        for line in iter(self.process.stdout.readline, ""):
+            line = line.strip()
+            if line == "READY":
+                return line
+            if line.startswith("{"):
+                return json.loads(line)
+        self.fail()
+
+    def fail(self):
+        code = self.process.wait()
+        self.stderr.seek(0)
+        print("".join(self.stderr.readlines()[-30:]), file=sys.stderr)
+        raise SystemExit(f"benchmark.py: the {self.contender!r} worker exited early (exit code {code}); "
+                         "the end of its stderr is above.")
+
+
+def run_worker():
+    """``--worker``: build one contender, warm it up, say READY, then run a round per ``round`` line."""
+    protocol = protocol_channel()
+    data_spec = FLAGS.data or default_data_spec()
+    splits = data.load(data_spec, val_fraction=0.0)
+    name, size, precision = FLAGS.models[0], int(FLAGS.sizes[0]), FLAGS.precisions[0]
+    contender = make_contenders(name, size, precision, splits, data_spec, names=[FLAGS.worker]).get(FLAGS.worker)
+    if contender is None:
+        reason = TIMM_MISSING if FLAGS.worker == "timm" else "not a contender this script knows"
+        print(json.dumps({"unavailable": reason}), file=protocol, flush=True)
+        return
+    contender.round()  # warm-up: tracing, allocation, pipeline start
+    print("READY", file=protocol, flush=True)
+    for command in iter(sys.stdin.readline, ""):
+        if command.strip() == "quit":
+            return
+        if command.strip() != "round":
+            raise ValueError(f"worker: unknown command {command.strip()!r}")
+        print(json.dumps({"images_per_s": contender.round()}), file=protocol, flush=True)
+
+
+def protocol_channel():
+    """The worker's stdout, kept for the parent's protocol; whatever else prints to stdout goes to stderr."""
+    sys.stdout.flush()
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return channel
 
 
 def apply_process_levers():
@@ -327,12 +485,14 @@ def apply_process_levers():
 def main(argv):
     del argv
     apply_process_levers()
+    if FLAGS.worker:
+        return run_worker()
     rows = train_step_benchmark() if FLAGS.train_step else model_benchmark()
     if FLAGS.out:
         meta = dict(**cpu_kernels.machine_facts(), processor=platform.processor(),
                     tensorflow=tf.__version__, keras=keras.__version__, rounds=FLAGS.rounds,
                     steps=FLAGS.steps, argv=sys.argv[1:], inter_op=FLAGS.inter_op, intra_op=FLAGS.intra_op,
-                    data_threads=FLAGS.data_threads, grappler_bf16=FLAGS.grappler_bf16,
+                    data_threads=FLAGS.data_threads, grappler_bf16=FLAGS.grappler_bf16, isolate=FLAGS.isolate,
                     env={k: v for k, v in os.environ.items() if k.startswith(("TF_", "OMP_", "ONEDNN"))})
         with open(FLAGS.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)

@@ -184,7 +184,8 @@ def effv2_result(run_dir: str) -> dict:
     return {"epochs": len(metrics["epochs"]), "wall_seconds": final["seconds"],
             "val_top1": final["val"]["top1"], "best_val_top1": max((v for _, v in curve), default=None),
             "test_top1": test.get("top1"), "global_step": final.get("global_step"), "curve": curve,
-            "plan": _read_json(os.path.join(run_dir, "plan.json"))}
+            "plan": _read_json(os.path.join(run_dir, "plan.json")),
+            "precision": (_read_json(os.path.join(run_dir, "config.json")) or {}).get("mixed_precision")}
 
 
 def peer_result(run_dir: str, path: str) -> dict:

@@ -1,10 +1,13 @@
 """``--time_budget``: measure the run's real costs, then plan it (``train.plan``).
 
-The measuring uses a throwaway ``Trainer`` built from the same config (same model, optimizer,
-fast step, data pipeline and evaluation), so what it times is what the run will do: a few
+The trainer measures on itself (``Trainer._measure_and_plan``), built from a provisional config
+(the same model, optimizer, fast step, data pipeline and evaluation as the planned run; only
+the step counts differ, and the learning-rate schedule reads those from variables): a few
 training steps at each stage's size after a warm-up, two epoch ends (evaluation, metrics,
-best-weights file, checkpoint; the first one traces), and the final save. The time spent
-measuring, and the real trainer's own build and first trace, count against the budget.
+best-weights file; the first one traces), a checkpoint, and the run's end (the evaluation-size
+search and model.keras). Then it puts every variable back and trains with what it traced, so
+the measuring is paid once and the run pays no second build or trace. Everything since the
+trainer was constructed counts against the budget.
 
 A resumed run reads its ``plan.json`` back and measures nothing: it continues the same plan.
 """
@@ -12,15 +15,12 @@ A resumed run reads its ``plan.json`` back and measures nothing: it continues th
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import os
-import tempfile
 import time
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from effv2_keras import run_dir
-from effv2_keras import schedule as schedule_lib
 from effv2_keras.train import plan as plan_lib
 
 # Timed steps per size, after WARMUP_STEPS untimed ones (the first traces or compiles the new
@@ -33,45 +33,46 @@ TIMED_STEPS = 10
 NEVER = 2 ** 31 - 1
 
 
-def plan_for(config, splits, started: float) -> plan_lib.BudgetPlan:
-    """The plan of a ``--time_budget`` run: ``plan.json`` of the run being resumed, else measured
-    now. ``started``: ``time.time()`` when the run began (the budget's clock)."""
+def saved_plan(config) -> Optional[plan_lib.BudgetPlan]:
+    """The ``plan.json`` of the run being resumed (None when not resuming or not yet planned)."""
     path = os.path.join(config.out, run_dir.RUN_FILES["plan"])
     if config.resume and os.path.exists(path):
         return read(path)
-    provisional = config.replace(time_budget=None, resume=False).resolve(splits)
-    sizes = [stage.image_size for stage in schedule_lib.from_config(provisional).stages]
-    with tempfile.TemporaryDirectory(prefix="effv2_budget_") as scratch:
-        # No checkpoint inside the timed epoch ends: it is timed on its own.
-        costs = measure(provisional.replace(out=scratch, verbose=0, checkpoint_every=NEVER), splits, sizes)
-    spent = time.time() - started + costs["startup_seconds"]
-    return plan_lib.plan_budget(
-        config.budget_seconds(), costs["step_seconds"], sizes,
-        data_steps=max(1, splits.train.num_examples // config.batch_size),
-        eval_seconds=costs["epoch_end_seconds"], checkpoint_seconds=costs["checkpoint_seconds"],
-        final_seconds=costs["final_seconds"], spent_seconds=spent)
+    return None
 
 
-def measure(config, splits, sizes: Sequence[int]) -> Dict[str, object]:
-    """Seconds per training step at each size, per epoch end, for the final evaluation and save,
-    and the start-up a trainer pays before its first step (build, first trace, first evaluation)."""
-    from effv2_keras.train.trainer import Trainer  # the trainer imports this module
+def provisional_config(config, splits, device: str):
+    """The config the measuring builds and runs: the planned run's, without a budget (so with
+    --epochs' count), with its learning-rate decay, silent, and no checkpoint inside the timed
+    epoch ends (a checkpoint is timed on its own)."""
+    return config.replace(time_budget=None, resume=False, lr_decay=config.lr_decay or "linear",
+                          checkpoint_every=NEVER, verbose=0).resolve(splits, device=device)
 
-    began = time.perf_counter()
-    probe = Trainer(config, splits)
-    built = time.perf_counter() - began
-    stage = probe.schedule.stages[-1]
+
+def measure(trainer, sizes: Sequence[int]) -> Dict[str, object]:
+    """Seconds per training step at each size, of the first step's tracing beyond a step, per
+    epoch end (and the first one's extra, its trace), per checkpoint, and of the run's end, timed
+    on ``trainer`` (its state is the caller's to put back)."""
+    stage = trainer.schedule.stages[-1]
     step_seconds, tracing = {}, 0.0
     for size in sorted(set(sizes), reverse=True):
-        first, per_step = probe.time_steps(dataclasses.replace(stage, image_size=size),
-                                           WARMUP_STEPS, TIMED_STEPS)
+        first, per_step = trainer.time_steps(dataclasses.replace(stage, image_size=size),
+                                             WARMUP_STEPS, TIMED_STEPS)
         step_seconds[size] = per_step
         tracing += max(0.0, first - per_step)  # a new size may trace or compile again (XLA, --nofast_step)
-    cold_end, warm_end, checkpoint, final = probe.time_epoch_ends_and_final()
-    del probe
-    gc.collect()  # the probe's model and optimizer, before the real run builds its own
-    return {"step_seconds": step_seconds, "epoch_end_seconds": warm_end, "checkpoint_seconds": checkpoint,
-            "final_seconds": final, "startup_seconds": built + tracing + (cold_end - warm_end)}
+    cold_end, warm_end, checkpoint, final = trainer.time_epoch_ends_and_final()
+    return {"sizes": tuple(sizes), "step_seconds": step_seconds, "tracing_seconds": tracing,
+            "epoch_end_seconds": warm_end, "first_epoch_end_extra_seconds": max(0.0, cold_end - warm_end),
+            "checkpoint_seconds": checkpoint, "final_seconds": final}
+
+
+def make_plan(config, splits, costs: Dict[str, object], spent_seconds: float) -> plan_lib.BudgetPlan:
+    """The plan for ``config``'s budget from measured ``costs``, ``spent_seconds`` already used."""
+    return plan_lib.plan_budget(
+        config.budget_seconds(), costs["step_seconds"], costs["sizes"],
+        data_steps=max(1, splits.train.num_examples // config.batch_size),
+        eval_seconds=costs["epoch_end_seconds"], checkpoint_seconds=costs["checkpoint_seconds"],
+        final_seconds=costs["final_seconds"], spent_seconds=spent_seconds)
 
 
 def read(path: str) -> plan_lib.BudgetPlan:

@@ -23,6 +23,7 @@ import json
 import math
 from typing import Any, Dict, Optional, Tuple
 
+from effv2_keras import cpu_kernels
 from effv2_keras.models.arch import list_models
 from effv2_keras import schedule as schedule_lib
 from effv2_keras.train import plan as plan_lib
@@ -31,7 +32,11 @@ from effv2_keras.train.recipes import PAPER_CROP_SCALE_MIN, RECIPES
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 LR_DECAYS = ("exponential", "cosine", "linear", "constant")
-MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+MIXED_PRECISION = ("auto", "none", "mixed_float16", "mixed_bfloat16")
+# --mixed_precision auto picks bf16 on a CPU with bf16 hardware from this training size up. Full-width
+# V2-B0, batch 32, on a 2-core AMD EPYC with AVX512_BF16 (docs/PERFORMANCE.md): mixed_bfloat16
+# against float32 0.9x at 64 px (per-op costs and casts dominate), 1.24x at 96 px, 1.5x at 128 px.
+BF16_MIN_SIZE = 96
 JIT_COMPILE = ("auto", "true", "false")
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 SELECT = ("best", "last")
@@ -149,7 +154,11 @@ class TrainConfig:
         None, "EMA decay of the weights and BN statistics (0: no EMA; None: the recipe's: short 0, "
         "paper 0.9999).")
     # Hardware.
-    mixed_precision: str = _field("none", "Mixed precision policy.", MIXED_PRECISION)
+    mixed_precision: str = _field(
+        "auto", "Keras mixed precision policy (none = float32). auto: mixed_bfloat16 on a CPU with bf16 "
+        f"hardware (AVX512_BF16 or AMX) when the largest training size is >= {BF16_MIN_SIZE} px, where it "
+        "measured faster; none otherwise, and on GPU/TPU (pass mixed_float16 or mixed_bfloat16 there).",
+        MIXED_PRECISION)
     jit_compile: str = _field("auto", "XLA: auto = on for GPU/TPU, off on CPU.", JIT_COMPILE)
     fast_step: bool = _field(
         True, "Train through the fused-kernel twin of the model (fused BN, fusible SiLU, one traced "
@@ -280,7 +289,8 @@ class TrainConfig:
             _fail("tpu", "is only used with --strategy tpu", self.tpu)
         return self
 
-    def resolve(self, data=None, plan: Optional[plan_lib.BudgetPlan] = None) -> "TrainConfig":
+    def resolve(self, data=None, plan: Optional[plan_lib.BudgetPlan] = None,
+                device: str = "cpu") -> "TrainConfig":
         """The final config: every "None" field filled, in one place; a given flag always wins.
 
         ``data`` is what the data source knows (a ``data.DatasetSplits``: its stored
@@ -303,10 +313,12 @@ class TrainConfig:
 
         ``plan`` (a time budget's ``train.plan.BudgetPlan``) sets the epochs, stages, their
         sizes and the epoch length, and makes the learning rate decay linearly to zero.
+        ``device`` (``cpu``, ``gpu``, ``tpu``) resolves ``--mixed_precision auto``
+        (``choose_precision``).
         """
         self.validate()
         if plan is not None:
-            return self._with_plan(plan).resolve(data)
+            return self._with_plan(plan).resolve(data, device=device)
         name, _ = recipes.choose(self.recipe, self.epochs)
         filled = recipes.defaults(name, self.epochs, optimizer=self.optimizer)
         values = {field: filled[field] if getattr(self, field) is None else getattr(self, field)
@@ -331,6 +343,7 @@ class TrainConfig:
             choose_eval_size=self.eval_size is None if self.choose_eval_size is None else self.choose_eval_size,
             steps_per_epoch=steps,
             checkpoint_every=self.checkpoint_every or steps,
+            mixed_precision=choose_precision(self.mixed_precision, device, ranges["max_size"])[0],
             **ranges,
             **{k: v if k in ("optimizer", "lr_decay", "stages") else float(v) for k, v in values.items()},
         )
@@ -388,6 +401,32 @@ class TrainConfig:
             return self.resolve().scaled_lr()
         return recipes.scale_lr(self.lr, self.batch_size, self.optimizer)
 
+
+
+def choose_precision(requested: str, device: str, max_size: int,
+                     bf16_hardware: Optional[bool] = None) -> Tuple[str, str]:
+    """The Keras policy ``--mixed_precision`` resolves to, and why (for the run header).
+
+    ``auto``: mixed_bfloat16 on a CPU with bf16 hardware when the largest training size is at
+    least ``BF16_MIN_SIZE``, else none (float32). Anything else is the user's choice.
+
+    >>> choose_precision("auto", "cpu", 128, bf16_hardware=True)[0]
+    'mixed_bfloat16'
+    >>> [choose_precision("auto", d, s, bf16_hardware=b)[0] for d, s, b in
+    ...  (("cpu", 64, True), ("cpu", 128, False), ("gpu", 128, True))]
+    ['none', 'none', 'none']
+    >>> choose_precision("mixed_float16", "gpu", 128)
+    ('mixed_float16', '--mixed_precision')
+    """
+    if requested != "auto":
+        return requested, "--mixed_precision"
+    if device != "cpu":
+        return "none", f"auto: float32 on {device}; pass --mixed_precision mixed_float16 or mixed_bfloat16"
+    if not (cpu_kernels.bf16_hardware() if bf16_hardware is None else bf16_hardware):
+        return "none", "auto: this CPU has no bf16 hardware (AVX512_BF16 or AMX)"
+    if max_size < BF16_MIN_SIZE:
+        return "none", f"auto: bf16 hardware, but {max_size} px < {BF16_MIN_SIZE} px, where float32 is faster"
+    return "mixed_bfloat16", f"auto: bf16 hardware and {max_size} px >= {BF16_MIN_SIZE} px"
 
 
 def _image_sizes(variant: Tuple[int, int], given_min: Optional[int], given_max: Optional[int],

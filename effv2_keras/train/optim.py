@@ -49,29 +49,45 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         if decay not in DECAYS:
             raise ValueError(f"decay must be one of {', '.join(DECAYS)}, got {decay!r}.")
         self.peak_lr = float(peak_lr)
+        self.decay = decay
+        self.decay_rate = float(decay_rate)
+        # The step counts are variables read by the traced step, so a time budget can set them
+        # after its measuring steps traced the train step (``retarget``) without tracing again.
+        self._counts = {name: tf.Variable(0.0, trainable=False, name=f"lr_{name}")
+                        for name in ("total_steps", "warmup_steps", "decay_steps")}
+        self.retarget(total_steps, warmup_steps, decay_steps)
+
+    def retarget(self, total_steps: int, warmup_steps: int = 0, decay_steps: float = 1.0) -> None:
+        """New step counts for the same decay; steps traced before read them.
+
+        >>> s = WarmupDecay(0.1, total_steps=11, decay="linear")
+        >>> s.retarget(total_steps=21)
+        >>> [round(float(s(t)), 4) for t in (0, 10, 20)]
+        [0.1, 0.05, 0.0]
+        """
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
-        self.decay = decay
         self.decay_steps = float(decay_steps)
-        self.decay_rate = float(decay_rate)
+        for name, value in (("total_steps", self.total_steps), ("warmup_steps", self.warmup_steps),
+                            ("decay_steps", self.decay_steps)):
+            self._counts[name].assign(float(value))
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         peak = tf.constant(self.peak_lr, tf.float32)
+        total, warmup = self._counts["total_steps"], self._counts["warmup_steps"]
         if self.decay == "exponential":
-            lr = peak * tf.pow(self.decay_rate, tf.floor(step / max(self.decay_steps, 1e-9)))
+            lr = peak * tf.pow(self.decay_rate, tf.floor(step / tf.maximum(self._counts["decay_steps"], 1e-9)))
         elif self.decay == "cosine":
-            progress = tf.minimum(step / float(max(self.total_steps, 1)), 1.0)
+            progress = tf.minimum(step / tf.maximum(total, 1.0), 1.0)
             lr = 0.5 * peak * (1.0 + tf.cos(math.pi * progress))
         elif self.decay == "linear":
-            last = float(max(self.total_steps - 1 - self.warmup_steps, 1))
-            lr = peak * tf.maximum(1.0 - (step - self.warmup_steps) / last, 0.0)
+            last = tf.maximum(total - 1.0 - warmup, 1.0)
+            lr = peak * tf.maximum(1.0 - (step - warmup) / last, 0.0)
         else:
             lr = peak
-        if self.warmup_steps > 0:
-            warm = peak * (step + 1.0) / float(self.warmup_steps)
-            lr = tf.where(step < self.warmup_steps, warm, lr)
-        return lr
+        warm = peak * (step + 1.0) / tf.maximum(warmup, 1.0)
+        return tf.where(step < warmup, warm, lr)
 
     def value(self, step: int) -> float:
         """The learning rate at ``step`` as a Python float (for logs and tests)."""
@@ -85,14 +101,15 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_lr_schedule(config, steps_per_epoch: int, total_steps: int) -> WarmupDecay:
     """The schedule of a resolved TrainConfig (lr scaled to the batch: ``TrainConfig.scaled_lr``)."""
-    return WarmupDecay(
-        peak_lr=config.scaled_lr(),
-        total_steps=total_steps,
-        warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
-        decay=config.lr_decay,
-        decay_steps=config.lr_decay_epochs * steps_per_epoch,
-        decay_rate=config.lr_decay_rate,
-    )
+    total, warmup, decay_steps = step_counts(config, steps_per_epoch, total_steps)
+    return WarmupDecay(config.scaled_lr(), total, warmup_steps=warmup, decay=config.lr_decay,
+                       decay_steps=decay_steps, decay_rate=config.lr_decay_rate)
+
+
+def step_counts(config, steps_per_epoch: int, total_steps: int):
+    """(total, warm-up, decay) steps of a resolved TrainConfig's schedule (``WarmupDecay.retarget``)."""
+    return (total_steps, int(round(config.warmup_epochs * steps_per_epoch)),
+            config.lr_decay_epochs * steps_per_epoch)
 
 
 def decayed_variables(model) -> List:

@@ -244,7 +244,7 @@ def format_seconds(seconds: Optional[float]) -> str:
 
 
 def header_text(config, *, params: int, data_summary: str, replicas: int, device: str, workers: int,
-                jit: bool, recipe_reason: str, recipe_flags: Sequence[str], variant_width: float,
+                jit: bool, precision_reason: str, recipe_reason: str, recipe_flags: Sequence[str], variant_width: float,
                 variant_depth: float, schedule, steps_per_epoch: int, out: str) -> str:
     """The lines printed when a run starts: model, hardware, recipe, schedule."""
     c = config
@@ -253,7 +253,7 @@ def header_text(config, *, params: int, data_summary: str, replicas: int, device
         f"effv2 train: {c.model} (width {c.width or variant_width}, depth {c.depth or variant_depth}, "
         f"{params:,} parameters) on {c.data}: {data_summary}",
         f"{replicas} replica(s) on {device} ({c.strategy} strategy, {workers} worker(s)); precision "
-        f"{c.mixed_precision}; XLA {'on' if jit else 'off'}",
+        f"{c.mixed_precision} ({precision_reason}); XLA {'on' if jit else 'off'}",
         f"CPU kernels: {cpu_kernels.describe()}",
         f"recipe {c.recipe} ({recipe_reason}; docs/PROGRESSIVE.md#recipes)"
         + (f"; given: {', '.join('--' + k for k in recipe_flags)}" if recipe_flags else ""),

@@ -122,7 +122,8 @@ class Steps:
             sums = self.strategy.run(replica_eval, args=(images, labels, weights))
             return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
 
-        return tf.function(eval_step)
+        # Nothing to convert (no Python control flow on tensors); AutoGraph only warned about the closures.
+        return tf.function(eval_step, autograph=False)
 
 
 def skip_together(grads):

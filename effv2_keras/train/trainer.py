@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import tempfile
 import time
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -66,7 +67,8 @@ from effv2_keras.models import build_model, get_spec
 from effv2_keras.train import checkpoint as ckpt_lib
 from effv2_keras.train import budget, optim, outputs, recipes
 from effv2_keras.train import plan as plan_lib
-from effv2_keras.train.config import EVAL_CROP_FRACTIONS, RESUME_KEYS, TrainConfig, eval_size_candidates
+from effv2_keras.train.config import (EVAL_CROP_FRACTIONS, RESUME_KEYS, TrainConfig, choose_precision,
+                                      eval_size_candidates)
 from effv2_keras.train.ema import ExponentialMovingAverage
 from effv2_keras.train.fast import make_twin, set_head_dropout
 from effv2_keras.train.progressive import stage_dataset
@@ -192,42 +194,61 @@ class Trainer:
         if num_train < config.batch_size:
             raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training split "
                               f"({num_train} examples).")
+        self.plan = budget.saved_plan(config) if config.time_budget else None
+        self._eval_datasets: Dict[tuple, object] = {}
+        self._elapsed_before = 0.0
+        self.model = None
+        if config.time_budget and self.plan is None:
+            self._resolve(config)  # a bad flag fails before any measuring
+            try:
+                self.plan = self._measure_and_plan(config)
+            except plan_lib.BudgetError as e:
+                raise ConfigError(str(e)) from None
+        self._configure(self._resolve(config, self.plan), config)
+        if self.model is None:
+            self._build()
+        else:  # measured in place: same model, optimizer and traced step; the plan's step counts
+            self.lr_schedule.retarget(*optim.step_counts(self.config, self.steps_per_epoch, self.total_steps))
+        self._begin_run_state(self.config.out, callbacks)
+
+    def _resolve(self, config: TrainConfig, plan: Optional[plan_lib.BudgetPlan] = None) -> TrainConfig:
         try:
-            self.plan = budget.plan_for(config, self.splits, self.started) if config.time_budget else None
-        except plan_lib.BudgetError as e:
+            return config.resolve(self.splits, plan=plan, device=self.device)
+        except ValueError as e:  # BudgetError included
             raise ConfigError(str(e)) from None
-        if self.plan is not None:
-            keras.utils.set_random_seed(config.seed)  # the measuring drew from the seeded streams
+
+    def _configure(self, config: TrainConfig, given: TrainConfig) -> None:
+        """Takes a resolved config (``given``: the one the user passed) and what follows from it."""
+        self.config = config
         try:
-            self.config = config.resolve(self.splits, plan=self.plan)
-            self.schedule = schedule_lib.from_config(self.config, self.plan)
+            self.schedule = schedule_lib.from_config(config, self.plan)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        self.recipe_reason = recipes.choose(config.recipe, self.config.epochs)[1]
-        self.eval_sizes = (eval_size_candidates(self.config.max_size, self.splits.image_size)
-                           if self.config.choose_eval_size and self.splits.val is not None
-                           else (self.config.eval_size,))
-        self.eval_crops = EVAL_CROP_FRACTIONS if self.config.choose_eval_size else (data.EVAL_CROP_FRACTION,)
-        self.recipe_flags = sorted(k for k, v in config.recipe_sources().items() if v.startswith("--"))
-        self.steps_per_epoch = self.config.steps_per_epoch
+        self.recipe_reason = recipes.choose(given.recipe, config.epochs)[1]
+        self.precision_reason = choose_precision(given.mixed_precision, self.device, config.max_size)[1]
+        self.recipe_flags = sorted(k for k, v in given.recipe_sources().items() if v.startswith("--"))
+        self.eval_sizes = (eval_size_candidates(config.max_size, self.splits.image_size)
+                           if config.choose_eval_size and self.splits.val is not None
+                           else (config.eval_size,))
+        self.eval_crops = EVAL_CROP_FRACTIONS if config.choose_eval_size else (data.EVAL_CROP_FRACTION,)
+        self.steps_per_epoch = config.steps_per_epoch
         self.total_steps = self.steps_per_epoch * self.schedule.epochs
-        self._build()
 
-        self.out = self.config.out
+    def _begin_run_state(self, out: str, callbacks=()) -> None:
+        """A run's bookkeeping from step 0, writing into ``out`` (a budget's measuring uses a scratch
+        folder, then starts again in the run's own)."""
+        self.out = out
         self.checkpoints = ckpt_lib.CheckpointManager(
             f"{self.out}/{run_dir.RUN_FILES['checkpoints']}", self.config.keep_checkpoints, write=self.is_chief)
         self.global_step = 0
         self.rows: List[dict] = []
         self.best: Optional[dict] = None
         self._best_arrays: Optional[Dict[str, np.ndarray]] = None
-        self._train_fn = None
         self.last_checkpoint: Optional[str] = None
         self._partial = _EpochTotals()
-        self._eval_datasets: Dict[tuple, object] = {}
-        self._eval_fn = None
         self._ema_in_model = False  # True once finish() put the evaluation weights in the model
-        self._elapsed_before = 0.0
         self._stage_images_due = False
+        self.model.stop_training = False
         # Until fit() starts: outputs that write nothing, progress that prints nothing (tools
         # drive begin_stage/train_epoch themselves).
         self.outputs = outputs.RunOutputs(self.out, is_chief=False)
@@ -389,11 +410,12 @@ class Trainer:
         return size, crop, val, test, scores
 
     def probabilities_model(self) -> keras.Model:
-        """The model as keras.applications builds it: ending in a float32 softmax, the
-        trained weights (the trainer itself trains and evaluates on logits)."""
+        """The model as keras.applications builds it: float32 (a mixed-precision run's variables
+        are float32 already; a user sets a policy when loading), ending in a softmax, the trained
+        weights (the trainer itself trains and evaluates on logits)."""
         c = self.config
         previous = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy(self.model.dtype_policy)
+        keras.mixed_precision.set_global_policy("float32")
         try:
             copy = build_model(c.model, include_top=True, pooling="avg", input_shape=(None, None, 3),
                                classes=self.num_classes, classifier_activation="softmax",
@@ -454,7 +476,46 @@ class Trainer:
         """Traces of the train step by stage index."""
         return self.steps.trace_counts
 
-    # -- measuring (``--time_budget`` times a throwaway trainer with these) -----------------
+    # -- measuring (``--time_budget``: this trainer times itself, then starts from step 0) -----
+
+    def _measure_and_plan(self, given: TrainConfig) -> plan_lib.BudgetPlan:
+        """Builds with the provisional config, times the run's parts on this trainer, puts every
+        variable back and plans; the model, optimizer and traced steps stay for the run, unless
+        the planned config builds differently (then its build and trace are counted too)."""
+        self._configure(budget.provisional_config(given, self.splits, self.device), given)
+        began = time.perf_counter()
+        self._build()
+        build_seconds = time.perf_counter() - began
+        measured = build_key(self.config, self.schedule)
+        initial = self._snapshot()
+        with tempfile.TemporaryDirectory(prefix="effv2_budget_") as scratch:
+            self._begin_run_state(scratch)
+            costs = budget.measure(self, [stage.image_size for stage in self.schedule.stages])
+        self._restore_snapshot(initial)
+        keras.utils.set_random_seed(given.seed)  # the measuring drew from the seeded streams
+        # --nofast_step traces the train step again at every stage's start.
+        again = 0.0 if self.config.fast_step else costs["tracing_seconds"]
+        plan = budget.make_plan(given, self.splits, costs, time.time() - self.started + again)
+        planned = self._resolve(given, plan)
+        if build_key(planned, schedule_lib.from_config(planned, plan)) != measured:
+            self.model = None  # built again in __init__
+            startup = build_seconds + costs["tracing_seconds"] + costs["first_epoch_end_extra_seconds"]
+            plan = budget.make_plan(given, self.splits, costs, time.time() - self.started + startup)
+        return plan
+
+    def _snapshot(self) -> List[Tuple[object, np.ndarray]]:
+        """Every variable the measuring steps move (weights, BN statistics, random-seed states,
+        optimizer slots and counter, EMA shadows, the fast twin's own), with its value."""
+        variables = list(self.model.variables) + list(self.train_model.variables) + list(self.optimizer.variables)
+        if self.ema is not None:
+            variables += list(self.ema.shadows)
+        unique = {id(v): v for v in variables}
+        return [(v, np.array(v.numpy())) for v in unique.values()]
+
+    def _restore_snapshot(self, snapshot) -> None:
+        with self.strategy.scope():
+            for variable, value in snapshot:
+                variable.assign(value)
 
     def time_steps(self, stage, warmup: int, timed: int) -> Tuple[float, float]:
         """Seconds of the first step at ``stage``'s size (tracing included) and the mean per step
@@ -544,6 +605,8 @@ class Trainer:
 
     def _build(self) -> None:
         config = self.config
+        self._train_fn = self._eval_fn = None  # traced over the previous model, if any
+        self.__dict__.pop("_swap_fn", None)
         max_dropout = max(stage.dropout for stage in self.schedule.stages)
         with self.strategy.scope():
             previous = keras.mixed_precision.global_policy()
@@ -642,7 +705,7 @@ class Trainer:
         self.header = outputs.header_text(
             self.config, params=self.model.count_params(), data_summary=self.splits.summary(),
             replicas=self.replicas, device=self.device, workers=self.num_workers, jit=self.jit,
-            recipe_reason=self.recipe_reason, recipe_flags=self.recipe_flags, variant_width=spec.width,
+            precision_reason=self.precision_reason, recipe_reason=self.recipe_reason, recipe_flags=self.recipe_flags, variant_width=spec.width,
             variant_depth=spec.depth, schedule=self.schedule, steps_per_epoch=self.steps_per_epoch,
             out=self.out)
         if self.plan is not None:
@@ -736,6 +799,18 @@ class Trainer:
     def _log(self, text: str) -> None:
         if self.is_chief and self.config.verbose:
             print(text, flush=True)
+
+
+# What the trainer's build depends on (model, policy, optimizer and its schedule's shape, EMA,
+# step): configs equal on these train with the same model, optimizer and traced step.
+BUILD_KEYS = ("model", "width", "depth", "drop_path_rate", "mixed_precision", "optimizer", "lr",
+              "weight_decay", "momentum", "ema_decay", "lr_decay", "lr_decay_rate", "batch_size",
+              "steps_per_epoch", "fast_step", "jit_compile", "strategy")
+
+
+def build_key(config: TrainConfig, schedule) -> tuple:
+    """``BUILD_KEYS``' values and the head's largest dropout rate (the model is built with it)."""
+    return tuple(getattr(config, k) for k in BUILD_KEYS) + (max(s.dropout for s in schedule.stages),)
 
 
 class _Window:

@@ -13,9 +13,9 @@ from train_helpers import run_python
 
 def test_train_step_benchmark_times_every_contender_and_writes_ratios(tmp_path):
     out = tmp_path / "step.json"
-    done = run_python(["tools/benchmark.py", "--train_step", "--data", "digits", "--sizes", "32", "--batch", "8",
-                       "--rounds", "1", "--steps", "2", "--contenders", "effv2,effv2[xla_silu=0],effv2_stock",
-                       "--out", out], timeout=600)
+    done = run_python(["tools/benchmark.py", "--train_step", "--noisolate", "--data", "digits", "--sizes", "32",
+                       "--batch", "8", "--rounds", "1", "--steps", "2",
+                       "--contenders", "effv2,effv2[xla_silu=0],effv2_stock", "--out", out], timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     row, = json.loads(out.read_text())["rows"]
     assert set(row["images_per_s"]) == {"effv2", "effv2[xla_silu=0]", "effv2_stock"}
@@ -25,6 +25,22 @@ def test_train_step_benchmark_times_every_contender_and_writes_ratios(tmp_path):
     speeds = row["images_per_s"]
     assert row["effv2_over_effv2_stock"] == pytest.approx(speeds["effv2"] / speeds["effv2_stock"], abs=2e-3)
     assert "| efficientnetv2-b0 | 32 | float32 |" in done.stdout
+    assert row["isolated"] is False
+
+
+def test_train_step_benchmark_isolated_runs_each_contender_in_its_own_worker(tmp_path):
+    out = tmp_path / "step.json"
+    done = run_python(["tools/benchmark.py", "--train_step", "--data", "digits", "--models", "efficientnetv2-b0",
+                       "--sizes", "32", "--batch", "8", "--rounds", "2", "--steps", "2",
+                       "--contenders", "effv2,effv2_stock", "--out", out], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    row, = result["rows"]
+    assert row["isolated"] is True and result["meta"]["isolate"] is True
+    assert set(row["images_per_s"]) == {"effv2", "effv2_stock"}
+    assert all(v > 0 for v in row["images_per_s"].values())
+    assert {c: len(v) for c, v in row["samples"].items()} == {"effv2": 2, "effv2_stock": 2}
+    assert "effv2_over_effv2_stock" in row
 
 
 def test_profile_step_attributes_op_time_to_model_parts(tmp_path):

@@ -40,9 +40,29 @@ def test_a_budgeted_run_fills_its_budget_and_ends_at_lr_zero(budget_run):
     # first step's rate on the schedule itself.
     assert result.rows[-1]["lr"] == 0.0 and trainer.lr_schedule.value(0) > 0
     assert trainer.lr_schedule.value(plan.total_steps - 1) == 0.0
+    # Measured on itself: the run trained with the one trace the measuring made, from step 0.
+    assert sum(trainer.trace_counts.values()) == 1
+    assert [row["epoch"] for row in result.rows] == list(range(1, plan.epochs + 1))
     saved = json.loads((out / "plan.json").read_text())
     assert plan_lib.BudgetPlan.from_dict(saved) == plan
     assert json.loads((out / "run.json").read_text())
+
+
+def test_the_measuring_puts_every_variable_back(tmp_path):
+    import numpy as np
+
+    from effv2_keras.train import optim
+
+    measured = Trainer(tiny_config(tmp_path / "budget", min_size=None, max_size=None, time_budget="60s"))
+    fresh = Trainer(tiny_config(tmp_path / "epochs", min_size=None, max_size=None))
+    # The same seeded initial weights, BN statistics and random-seed states as a run that measured nothing.
+    for a, b in zip(measured.model.variables, fresh.model.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert all(not np.any(v.numpy()) for v in optim.inner_optimizer(measured.optimizer).variables
+               if "iteration" in v.path or "momentum" in v.path or "velocity" in v.path)
+    assert measured.global_step == 0 and measured.rows == [] and measured.best is None
+    assert measured.lr_schedule.total_steps == measured.plan.total_steps == measured.total_steps
+    assert not list((tmp_path / "budget").glob("checkpoints/*"))  # the measuring wrote elsewhere
 
 
 def test_a_resumed_budget_run_keeps_its_plan_and_measures_nothing(budget_run, monkeypatch):
@@ -57,25 +77,31 @@ def test_a_resumed_budget_run_keeps_its_plan_and_measures_nothing(budget_run, mo
     assert again.schedule == trainer.schedule
 
 
-class _StopAfter(keras.callbacks.Callback):
-    def __init__(self, epochs):
+class _StopAfterSteps(keras.callbacks.Callback):
+    def __init__(self, steps):
         super().__init__()
-        self.epochs = epochs
+        self.steps, self.seen = steps, 0
 
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.steps:
             self.model.stop_training = True
 
 
 def test_an_interrupted_budget_run_continues_the_same_plan_to_lr_zero(tmp_path):
-    config = tiny_config(tmp_path, min_size=None, max_size=None, time_budget="25s", batch_size=32)
-    first = Trainer(config, callbacks=[_StopAfter(1)])
+    # Stopped mid-plan by steps, not epochs: a loaded machine may plan a single epoch. A checkpoint
+    # every 4 steps gives the stopped run something to continue from.
+    config = tiny_config(tmp_path, min_size=None, max_size=None, time_budget="35s", batch_size=32,
+                         checkpoint_every=4)
+    first = Trainer(config, callbacks=[_StopAfterSteps(6)])
     stopped = first.fit()
     assert stopped.stopped_early and stopped.global_step < first.plan.total_steps
-    resumed = Trainer(config.replace(resume=True))
+    counter = _StopAfterSteps(10 ** 6)
+    resumed = Trainer(config.replace(resume=True), callbacks=[counter])
     assert resumed.plan == first.plan
     result = resumed.fit()
-    assert result.global_step == first.plan.total_steps
+    # It continued from the step-4 checkpoint to the plan's last step.
+    assert result.global_step == first.plan.total_steps and counter.seen == first.plan.total_steps - 4
     assert result.rows[-1]["lr"] == 0.0 and len(result.rows) == first.plan.epochs
 
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from effv2_keras.train.config import TrainConfig
+from effv2_keras import cpu_kernels
+from effv2_keras.train.config import TrainConfig, choose_precision
 from effv2_keras.train.recipes import BASE_LR as DEFAULT_LR
 from effv2_keras.train.recipes import WEIGHT_DECAY as DEFAULT_WEIGHT_DECAY
 
@@ -195,3 +196,36 @@ def test_resolution_is_idempotent_and_saved_with_its_recipe(tmp_path):
 def test_a_bad_recipe_names_the_flag():
     with pytest.raises(ValueError, match=r"^--recipe: must be one of auto, short, paper"):
         TrainConfig(recipe="fast").validate()
+
+
+@pytest.mark.parametrize("requested, device, size, bf16, expected", [
+    ("auto", "cpu", 96, True, "mixed_bfloat16"),
+    ("auto", "cpu", 64, True, "none"),       # per-op costs dominate below 96 px: float32 measured faster
+    ("auto", "cpu", 128, False, "none"),     # no bf16 hardware: oneDNN would emulate it
+    ("auto", "gpu", 128, True, "none"),
+    ("mixed_float16", "gpu", 64, False, "mixed_float16"),  # a given policy always wins
+    ("none", "cpu", 128, True, "none"),
+])
+def test_auto_precision_follows_the_hardware_and_the_size(requested, device, size, bf16, expected):
+    policy, reason = choose_precision(requested, device, size, bf16_hardware=bf16)
+    assert policy == expected and reason
+
+
+def test_resolve_fills_the_precision_once(monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "bf16_hardware", lambda flags=None: True)
+    assert TrainConfig().mixed_precision == "auto"
+    assert TrainConfig(max_size=128).resolve().mixed_precision == "mixed_bfloat16"
+    assert TrainConfig(max_size=64).resolve().mixed_precision == "none"
+    assert TrainConfig(max_size=128).resolve(device="gpu").mixed_precision == "none"
+    resolved = TrainConfig(max_size=128, mixed_precision="none").resolve()
+    assert resolved.mixed_precision == "none" and resolved.resolve() == resolved
+    monkeypatch.setattr(cpu_kernels, "bf16_hardware", lambda flags=None: False)
+    assert TrainConfig(max_size=128).resolve().mixed_precision == "none"
+
+
+def test_config_module_examples_run():
+    import doctest
+
+    from effv2_keras.train import config as config_module
+    result = doctest.testmod(config_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 10 and result.failed == 0
