@@ -425,7 +425,9 @@ def settings_from_flags() -> dict:
         budget = parse_budget(FLAGS.budget)
     except ValueError as error:
         raise app.UsageError(f"--budget: {error}") from None
-    return {"data": os.path.abspath(FLAGS.data), "budget_seconds": budget, "model": FLAGS.model,
+    # Relative to the repository (every path runs there): the JSON then reads the same on any
+    # machine with the same layout (../shared/data/...).
+    return {"data": os.path.relpath(os.path.abspath(FLAGS.data), REPO), "budget_seconds": budget, "model": FLAGS.model,
             "width": FLAGS.width, "depth": FLAGS.depth, "batch_size": FLAGS.batch_size}
 
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "export": "export a trained model (SavedModel, TF-Hub, TFLite, ONNX, .keras)",
     "predict": "top-5 predictions for image files",
     "evaluate": "top-1/top-5, confusion matrix and per-class report on a dataset",
+    "reproduce": "run an experiment of the paper or the seed reports (resumable; --list)",
 }
 
 

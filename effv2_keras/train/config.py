@@ -354,9 +354,16 @@ class TrainConfig:
         if self.time_budget is None:
             raise ValueError("a budget plan needs --time_budget.")
         # The recipe stays the one the plan was measured with (chosen from --epochs), even when
-        # the plan's epoch count would make "auto" pick another.
+        # the plan's epoch count would make "auto" pick another; a corrected plan keeps the
+        # recipe's epoch-dependent values (regularization, warm-up) of the plan it corrected.
+        recipe = recipes.choose(self.recipe, self.epochs)[0]
+        pinned = {}
+        if plan.recipe_epochs:
+            kept = recipes.defaults(recipe, plan.recipe_epochs, optimizer=self.optimizer)
+            pinned = {k: kept[k] for k in ("regularization_scale", "warmup_epochs", "lr_decay_epochs")
+                      if getattr(self, k) is None}
         return self.replace(
-            recipe=recipes.choose(self.recipe, self.epochs)[0],
+            recipe=recipe, **pinned,
             epochs=plan.epochs, stages=len(plan.stages), steps_per_epoch=plan.steps_per_epoch,
             min_size=plan.sizes[0], max_size=plan.sizes[-1], lr_decay=self.lr_decay or "linear",
             checkpoint_every=self.checkpoint_every or plan.steps_per_epoch)

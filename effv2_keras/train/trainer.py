@@ -204,6 +204,7 @@ class Trainer:
                 self.plan = self._measure_and_plan(config)
             except plan_lib.BudgetError as e:
                 raise ConfigError(str(e)) from None
+        self._given = config
         self._configure(self._resolve(config, self.plan), config)
         if self.model is None:
             self._build()
@@ -261,23 +262,29 @@ class Trainer:
         """Runs (or resumes) the whole schedule and writes every output."""
         self._start_time = time.time()
         self._start()
+        self._fit_from_step = self.global_step
         spe = self.steps_per_epoch
         self.callbacks.on_train_begin()
-        for stage in self.schedule.stages:
-            first = self.schedule.first_epoch(stage.index)
-            end = first + stage.epochs
-            if self.global_step >= end * spe:
+        for index in range(len(self.schedule.stages)):
+            # The stage's end is read again after every epoch: a budget's first epoch may correct
+            # the plan's last stage (``_correct_plan``).
+            if self.global_step >= self._stage_end(index) * spe:
                 continue  # finished before a resume
-            self.begin_stage(stage)
-            for epoch in range(max(first, self.global_step // spe), end):
-                if not self.train_epoch(stage, epoch):
+            self.begin_stage(self.schedule.stages[index])
+            epoch = max(self.schedule.first_epoch(index), self.global_step // spe)
+            while epoch < self._stage_end(index):
+                if not self.train_epoch(self.schedule.stages[index], epoch):
                     break
-                self.end_epoch(stage, epoch)
+                self.end_epoch(self.schedule.stages[index], epoch)
+                epoch += 1
                 if self.model.stop_training:
                     break
             if self.model.stop_training:
                 break
         return self.finish()
+
+    def _stage_end(self, index: int) -> int:
+        return self.schedule.first_epoch(index) + self.schedule.stages[index].epochs
 
     def begin_stage(self, stage) -> None:
         """New pipeline at the stage's size/augmentation, the stage's dropout; a new train step
@@ -329,7 +336,11 @@ class Trainer:
         return True
 
     def end_epoch(self, stage, epoch: int) -> None:
-        """Validation on the EMA weights, metrics/plots, best selection, checkpoint."""
+        """Validation on the EMA weights, metrics/plots, best selection, checkpoint (a budget's
+        first epoch corrects the plan first)."""
+        if self._corrects_plan(epoch):
+            self._correct_plan(stage)
+            stage = self.schedule.stages[stage.index]
         totals = self._partial
         val = self.evaluate(self.splits.val) if self.splits.val is not None else None
         row = {
@@ -355,6 +366,30 @@ class Trainer:
         if stage_end or self.global_step % self.config.checkpoint_every == 0:
             self._save_checkpoint(stage)
         self.callbacks.on_epoch_end(epoch, outputs.epoch_logs(row))
+
+    def _corrects_plan(self, epoch: int) -> bool:
+        """Whether this epoch end corrects the budget plan: the run's first epoch, trained whole
+        by this process, of a plan not corrected before."""
+        return (self.plan is not None and epoch == 0 and self.plan.slowdown == 1.0
+                and getattr(self, "_fit_from_step", None) == 0 and self._partial.seconds > 0)
+
+    def _correct_plan(self, stage) -> None:
+        """The last stage's epochs recounted from the first epoch's trained seconds per step
+        (``plan.corrected``), before anything of this epoch end is written; the learning rate
+        still reaches zero at the (new) last step."""
+        before = self.plan
+        trained = self._partial.seconds / self.steps_per_epoch
+        slowdown = trained / before.step_seconds[stage.image_size]
+        self.plan = plan_lib.corrected(before, epochs_done=1, elapsed_seconds=self._wall_seconds(),
+                                       slowdown=slowdown)
+        self._configure(self._resolve(self._given, self.plan), self._given)
+        self.lr_schedule.retarget(*optim.step_counts(self.config, self.steps_per_epoch, self.total_steps))
+        self.progress.total_steps = self.total_steps
+        self.callbacks.set_params({**(self.callbacks.params or {}), "epochs": self.schedule.epochs})
+        self.outputs.write_config(self.config, self.schedule, self.plan)
+        self._log(f"time budget: the first epoch trained at {trained:.3f} s/step against "
+                  f"{before.step_seconds[stage.image_size]:.3f} measured ({slowdown:.2f}x): "
+                  f"{before.epochs} -> {self.plan.epochs} epochs, predicted {plan_lib.clock(self.plan.predicted_seconds)}")
 
     def finish(self) -> TrainResult:
         """Selected weights (best validation epoch, else last EMA) -> model.keras + run.json; test."""

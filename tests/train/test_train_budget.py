@@ -40,6 +40,8 @@ def test_a_budgeted_run_fills_its_budget_and_ends_at_lr_zero(budget_run):
     # first step's rate on the schedule itself.
     assert result.rows[-1]["lr"] == 0.0 and trainer.lr_schedule.value(0) > 0
     assert trainer.lr_schedule.value(plan.total_steps - 1) == 0.0
+    # Corrected once, after the first epoch, from its trained seconds per step.
+    assert plan.slowdown > 0 and plan.slowdown != 1.0 and plan.recipe_epochs
     # Measured on itself: the run trained with the one trace the measuring made, from step 0.
     assert sum(trainer.trace_counts.values()) == 1
     assert [row["epoch"] for row in result.rows] == list(range(1, plan.epochs + 1))

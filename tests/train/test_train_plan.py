@@ -70,3 +70,32 @@ def test_a_plan_that_would_overrun_is_refused():
     # what the start, the two evaluations and the end leave of the minute.
     with pytest.raises(plan_lib.BudgetError, match="^--time_budget: 1m00s cannot hold this run: one step"):
         plan_lib.plan_budget(60, {64: 1.0, 128: 34.0}, (64, 128), 100, 1.0, 0.5, 5.0, spent_seconds=20.0)
+
+
+def _elapsed_after_first_epoch(plan, slowdown):
+    first = plan.stages[0].image_size
+    return plan.spent_seconds + plan.steps_per_epoch * plan.step_seconds[first] * slowdown
+
+
+@pytest.mark.parametrize("slowdown", [0.8, 1.0, 1.25, 1.6])
+def test_the_first_epoch_corrects_the_last_stage_to_end_by_the_budget(slowdown):
+    plan = plan_lib.plan_budget(600, {64: 0.1, 128: 0.3}, (64, 128), 50, 2.0, 0.5, 10.0, spent_seconds=40.0)
+    fixed = plan_lib.corrected(plan, 1, _elapsed_after_first_epoch(plan, slowdown), slowdown)
+    assert fixed.stages[0] == plan.stages[0] and fixed.steps_per_epoch == plan.steps_per_epoch
+    assert fixed.slowdown == slowdown and fixed.recipe_epochs == plan.epochs
+    assert fixed.step_seconds == {64: 0.1 * slowdown, 128: 0.3 * slowdown}
+    # Whole epochs of the last stage: the run ends by the budget, less than one such epoch early.
+    last_epoch = plan.steps_per_epoch * 0.3 * slowdown + 2.5
+    assert 600 - last_epoch < fixed.predicted_seconds <= 600
+    if slowdown == 1.0:
+        assert fixed.stages == plan.stages
+    else:
+        assert (fixed.epochs < plan.epochs) == (slowdown > 1.0)
+    assert plan_lib.BudgetPlan.from_dict(json.loads(json.dumps(fixed.to_dict()))) == fixed
+
+
+def test_a_correction_keeps_at_least_one_epoch_and_the_epochs_begun():
+    plan = plan_lib.plan_budget(300, {96: 0.25}, (96,), 46, 1.0, 0.2, 7.0, spent_seconds=36.0)
+    hopeless = plan_lib.corrected(plan, 1, 299.0, 3.0)
+    assert hopeless.epochs == 1 and hopeless.predicted_seconds > 300  # said, not hidden
+    assert plan_lib.corrected(plan, 3, 299.0, 3.0).epochs == 3
