@@ -194,13 +194,14 @@ def plan_budget(budget_seconds: float, step_seconds: Dict[int, float], sizes: Se
 
 
 def corrected(plan: BudgetPlan, epochs_done: int, elapsed_seconds: float, slowdown: float) -> BudgetPlan:
-    """The plan with its last stage's epochs recounted from what training showed.
+    """The plan with its last stage's epochs recounted from what training showed (``slowdown``
+    against the times measured before training, also when ``plan`` was corrected before).
 
     The measuring times a few steps; a whole epoch also waits on the input pipeline, which shares
     the CPU with the step (measured: 0.255 s/step timed against 0.31 trained, bf16 at 96 px on 2
-    cores, a 17% overrun). After its first epoch the trainer knows ``slowdown`` (trained seconds
-    per step over the measured ones) and calls this with ``epochs_done`` epochs trained and
-    ``elapsed_seconds`` of the budget gone (that epoch's evaluation still to come): every step
+    cores, a 17% overrun). After every epoch the trainer knows ``slowdown`` (trained seconds per
+    step over the measured ones, latest epochs) and calls this with ``epochs_done`` epochs trained and
+    ``elapsed_seconds`` of the budget gone (the last epoch's evaluation still to come): every step
     time is scaled by ``slowdown`` and the last stage gets the whole epochs that end by the
     budget (at least one, never fewer than it has begun). The epoch length stays, so the steps
     and checkpoints done so far keep their meaning.
@@ -216,7 +217,8 @@ def corrected(plan: BudgetPlan, epochs_done: int, elapsed_seconds: float, slowdo
     (16, 291, 1.24)
     """
     per_epoch = plan.eval_seconds + plan.checkpoint_seconds
-    times = {size: t * slowdown for size, t in plan.step_seconds.items()}
+    # From the measured times (a corrected plan's are already scaled by its own slowdown).
+    times = {size: t / plan.slowdown * slowdown for size, t in plan.step_seconds.items()}
     fixed = plan.stages[:-1]
     last = plan.stages[-1]
     before_last = sum(stage.epochs for stage in fixed)

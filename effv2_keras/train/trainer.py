@@ -262,7 +262,7 @@ class Trainer:
         """Runs (or resumes) the whole schedule and writes every output."""
         self._start_time = time.time()
         self._start()
-        self._fit_from_step = self.global_step
+        self._step_seconds: List[float] = []  # trained seconds per step of each epoch (--time_budget)
         spe = self.steps_per_epoch
         self.callbacks.on_train_begin()
         for index in range(len(self.schedule.stages)):
@@ -368,28 +368,35 @@ class Trainer:
         self.callbacks.on_epoch_end(epoch, outputs.epoch_logs(row))
 
     def _corrects_plan(self, epoch: int) -> bool:
-        """Whether this epoch end corrects the budget plan: the run's first epoch, trained whole
-        by this process, of a plan not corrected before."""
-        return (self.plan is not None and epoch == 0 and self.plan.slowdown == 1.0
-                and getattr(self, "_fit_from_step", None) == 0 and self._partial.seconds > 0)
+        """Whether this epoch end corrects the budget plan: every epoch of a budget run whose steady
+        speed this process timed (the epoch's steps after its first)."""
+        return self.plan is not None and self._partial.images_per_sec > 0
 
     def _correct_plan(self, stage) -> None:
-        """The last stage's epochs recounted from the first epoch's trained seconds per step
+        """The last stage's epochs recounted from the trained seconds per step of the latest epochs
         (``plan.corrected``), before anything of this epoch end is written; the learning rate
-        still reaches zero at the (new) last step."""
+        still reaches zero at the (new) last step. A loaded machine that frees up later, or the
+        other way round, moves the plan back."""
         before = self.plan
-        trained = self._partial.seconds / self.steps_per_epoch
-        slowdown = trained / before.step_seconds[stage.image_size]
-        self.plan = plan_lib.corrected(before, epochs_done=1, elapsed_seconds=self._wall_seconds(),
+        self._step_seconds.append(self.config.batch_size / self._partial.images_per_sec)
+        recent = self._step_seconds[-CORRECTION_EPOCHS:]
+        trained = sum(recent) / len(recent)
+        slowdown = trained / (before.step_seconds[stage.image_size] / before.slowdown)
+        epochs_done = self.global_step // self.steps_per_epoch
+        self.plan = plan_lib.corrected(before, epochs_done=epochs_done, elapsed_seconds=self._wall_seconds(),
                                        slowdown=slowdown)
+        if self.plan.epochs == before.epochs:
+            self.plan = before  # nothing changes: plan.json stays what the run follows
+            return
         self._configure(self._resolve(self._given, self.plan), self._given)
         self.lr_schedule.retarget(*optim.step_counts(self.config, self.steps_per_epoch, self.total_steps))
         self.progress.total_steps = self.total_steps
         self.callbacks.set_params({**(self.callbacks.params or {}), "epochs": self.schedule.epochs})
         self.outputs.write_config(self.config, self.schedule, self.plan)
-        self._log(f"time budget: the first epoch trained at {trained:.3f} s/step against "
-                  f"{before.step_seconds[stage.image_size]:.3f} measured ({slowdown:.2f}x): "
-                  f"{before.epochs} -> {self.plan.epochs} epochs, predicted {plan_lib.clock(self.plan.predicted_seconds)}")
+        self._log(f"time budget: epochs {max(1, epochs_done - len(recent) + 1)}-{epochs_done} trained at "
+                  f"{trained:.3f} s/step against {before.step_seconds[stage.image_size] / before.slowdown:.3f} "
+                  f"measured ({slowdown:.2f}x): {before.epochs} -> {self.plan.epochs} epochs, predicted "
+                  f"{plan_lib.clock(self.plan.predicted_seconds)}")
 
     def finish(self) -> TrainResult:
         """Selected weights (best validation epoch, else last EMA) -> model.keras + run.json; test."""
@@ -835,6 +842,10 @@ class Trainer:
         if self.is_chief and self.config.verbose:
             print(text, flush=True)
 
+
+# A budget plan is corrected from the mean trained step time of this many latest epochs: recent
+# enough to follow a machine that gets slower or faster, more than one to smooth an epoch's noise.
+CORRECTION_EPOCHS = 3
 
 # What the trainer's build depends on (model, policy, optimizer and its schedule's shape, EMA,
 # step): configs equal on these train with the same model, optimizer and traced step.

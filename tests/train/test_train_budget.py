@@ -1,6 +1,7 @@
 """--time_budget end to end: a real budgeted run on digits fills its budget and ends with the
 learning rate at zero; an interrupted budgeted run resumes the same plan without measuring."""
 
+import dataclasses
 import json
 import time
 
@@ -40,8 +41,6 @@ def test_a_budgeted_run_fills_its_budget_and_ends_at_lr_zero(budget_run):
     # first step's rate on the schedule itself.
     assert result.rows[-1]["lr"] == 0.0 and trainer.lr_schedule.value(0) > 0
     assert trainer.lr_schedule.value(plan.total_steps - 1) == 0.0
-    # Corrected once, after the first epoch, from its trained seconds per step.
-    assert plan.slowdown > 0 and plan.slowdown != 1.0 and plan.recipe_epochs
     # Measured on itself: the run trained with the one trace the measuring made, from step 0.
     assert sum(trainer.trace_counts.values()) == 1
     assert [row["epoch"] for row in result.rows] == list(range(1, plan.epochs + 1))
@@ -102,9 +101,39 @@ def test_an_interrupted_budget_run_continues_the_same_plan_to_lr_zero(tmp_path):
     resumed = Trainer(config.replace(resume=True), callbacks=[counter])
     assert resumed.plan == first.plan
     result = resumed.fit()
-    # It continued from the step-4 checkpoint to the plan's last step.
-    assert result.global_step == first.plan.total_steps and counter.seen == first.plan.total_steps - 4
-    assert result.rows[-1]["lr"] == 0.0 and len(result.rows) == first.plan.epochs
+    # It continued from the step-4 checkpoint to the last step of its plan (which the epochs' trained
+    # speed may have corrected since).
+    final = plan_lib.BudgetPlan.from_dict(json.loads((tmp_path / "plan.json").read_text()))
+    assert final == resumed.plan and final.steps_per_epoch == first.plan.steps_per_epoch
+    assert result.global_step == final.total_steps and counter.seen == final.total_steps - 4
+    assert result.rows[-1]["lr"] == 0.0 and len(result.rows) == final.epochs
+
+
+def test_an_epoch_that_trains_faster_than_measured_lengthens_the_plan(tmp_path, monkeypatch):
+    corrected = plan_lib.corrected
+    calls = []
+
+    def one_more_epoch(plan, epochs_done, elapsed_seconds, slowdown):
+        calls.append((epochs_done, slowdown))
+        new = corrected(plan, epochs_done, elapsed_seconds, slowdown)
+        if len(calls) > 1:
+            return new
+        last = plan.stages[-1]  # the first correction: as if the machine had freed up
+        extra = dataclasses.replace(last, epochs=last.epochs + 1, steps=last.steps + plan.steps_per_epoch)
+        return dataclasses.replace(new, stages=plan.stages[:-1] + (extra,))
+
+    monkeypatch.setattr(plan_lib, "corrected", one_more_epoch)
+    trainer = Trainer(tiny_config(tmp_path, min_size=None, max_size=None, time_budget="40s", batch_size=32))
+    measured = trainer.plan
+    result = trainer.fit()
+    assert calls and calls[0][0] == 1 and all(s > 0 for _, s in calls)
+    # Every epoch end corrected the plan from the epochs' trained speed, and the run followed it.
+    saved = plan_lib.BudgetPlan.from_dict(json.loads((tmp_path / "plan.json").read_text()))
+    assert saved == trainer.plan and result.global_step == saved.total_steps == trainer.total_steps
+    assert len(calls) == len(result.rows) and trainer.config.epochs == saved.epochs
+    assert saved.recipe_epochs in (None, measured.epochs) and len(result.rows) == saved.epochs
+    assert result.rows[-1]["lr"] == 0.0 and trainer.lr_schedule.value(saved.total_steps - 1) == 0.0
+    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == saved.epochs
 
 
 def test_budget_errors_name_the_flag(tmp_path):

@@ -99,3 +99,13 @@ def test_a_correction_keeps_at_least_one_epoch_and_the_epochs_begun():
     hopeless = plan_lib.corrected(plan, 1, 299.0, 3.0)
     assert hopeless.epochs == 1 and hopeless.predicted_seconds > 300  # said, not hidden
     assert plan_lib.corrected(plan, 3, 299.0, 3.0).epochs == 3
+
+
+def test_correcting_a_corrected_plan_scales_the_measured_times_not_the_corrected_ones():
+    plan = plan_lib.plan_budget(300, {96: 0.25}, (96,), 46, 1.0, 0.2, 7.0, spent_seconds=36.0)
+    once = plan_lib.corrected(plan, 1, 50.0, 1.25)
+    twice = plan_lib.corrected(once, 2, 65.0, 1.25)
+    assert twice.step_seconds == once.step_seconds == {96: 0.25 * 1.25}
+    assert twice.recipe_epochs == once.recipe_epochs == plan.epochs
+    back = plan_lib.corrected(once, 2, 36.0 + 2 * (46 * 0.25 + 1.2), 1.0)  # the machine sped up again
+    assert back.step_seconds == plan.step_seconds and back.epochs > once.epochs
