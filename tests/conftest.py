@@ -15,6 +15,12 @@ REAL_IMAGE_SETS = ("signdigits100", "clothing160")
 
 
 @pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared/data folder (may be absent: tests skip with a reason then)."""
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
 def real_images():
     """``real_images(n, size, dataset="clothing160")``: n real photos, float32 0-255, (n, size, size, 3).
 

@@ -8,14 +8,10 @@ import json
 
 import pytest
 
-from conftest import SHARED_DATA
 from effv2_keras import experiments
 from effv2_keras.cli import reproduce as cli_reproduce
 from effv2_keras.experiments import classical_baselines, runner
 from effv2_keras.experiments.runner import Options, ReproduceError, reproduce
-
-SIGNS = SHARED_DATA / "signdigits100"
-
 
 @pytest.fixture
 def cli(capsys):
@@ -31,10 +27,11 @@ def cli(capsys):
 
 
 @pytest.fixture
-def signs():
-    if not (SIGNS / "train").is_dir():
-        pytest.skip(f"real photos not found at {SIGNS} (set EFFV2_SHARED_DATA to the shared/data folder)")
-    return f"folder:{SIGNS}"
+def signs(shared_data):
+    folder = shared_data / "signdigits100"
+    if not (folder / "train").is_dir():
+        pytest.skip(f"real photos not found at {folder} (set EFFV2_SHARED_DATA to the shared/data folder)")
+    return f"folder:{folder}"
 
 
 class _Counted:
