@@ -28,8 +28,12 @@ def budget_run(tmp_path_factory):
 def test_a_budgeted_run_fills_its_budget_and_ends_at_lr_zero(budget_run):
     trainer, result, elapsed, out = budget_run
     plan = trainer.plan
-    # The plan fills the budget (the planner's own tolerance) ...
-    assert BUDGET * 0.95 <= plan.predicted_seconds <= BUDGET
+    # The plan, corrected at every epoch end from the trained speed, fills the budget to within one
+    # of its last stage's epochs (whole epochs). It passes the budget only when the machine slowed so
+    # much that the epochs already begun outlast it (a correction never drops them): 10% allowed.
+    last_epoch = (plan.steps_per_epoch * plan.step_seconds[plan.sizes[-1]] + plan.eval_seconds
+                  + plan.checkpoint_seconds)
+    assert BUDGET - last_epoch < plan.predicted_seconds <= BUDGET * 1.1
     # ... and the run, measured from the Trainer's construction (measuring, build, training,
     # evaluations, checkpoints, final evaluation and save), ends near it. Generous bounds: step
     # times on this shared 2-core machine move by a third between the probe and the run.
