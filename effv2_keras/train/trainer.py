@@ -848,10 +848,12 @@ class Trainer:
 CORRECTION_EPOCHS = 3
 
 # What the trainer's build depends on (model, policy, optimizer and its schedule's shape, EMA,
-# step): configs equal on these train with the same model, optimizer and traced step.
+# step): configs equal on these train with the same model, optimizer and traced step. Not the
+# step counts (steps_per_epoch, epochs): the schedule reads them from variables (retarget), and a
+# budget's plan nearly always sets another steps_per_epoch than the measuring's data pass.
 BUILD_KEYS = ("model", "width", "depth", "drop_path_rate", "mixed_precision", "optimizer", "lr",
               "weight_decay", "momentum", "ema_decay", "lr_decay", "lr_decay_rate", "batch_size",
-              "steps_per_epoch", "fast_step", "jit_compile", "strategy")
+              "fast_step", "jit_compile", "strategy")
 
 
 def build_key(config: TrainConfig, schedule) -> tuple:

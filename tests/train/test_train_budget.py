@@ -185,3 +185,17 @@ def test_the_recipe_is_the_one_the_plan_was_measured_with():
     assert plan.epochs >= 100  # "auto" would pick the paper's recipe for this many epochs
     resolved = TrainConfig(time_budget="1h", max_size=96).resolve(plan=plan)
     assert resolved.recipe == "short" and resolved.epochs == plan.epochs and resolved.lr_decay == "linear"
+
+
+def test_a_plan_with_other_step_counts_keeps_the_measured_build():
+    """The plan nearly always sets another steps_per_epoch than the measuring's data pass (45 of 46
+    on signdigits100): the learning-rate schedule takes new step counts in place, so the model and
+    its traced step stay (a rebuild cost a second trace, 20 s of a 5-minute budget)."""
+    from effv2_keras import schedule as schedule_lib
+    from effv2_keras.train.trainer import build_key
+
+    measured = TrainConfig(max_size=96, epochs=30, steps_per_epoch=46).resolve()
+    planned = measured.replace(epochs=14, steps_per_epoch=45)
+    key = build_key(measured, schedule_lib.from_config(measured))
+    assert build_key(planned, schedule_lib.from_config(planned)) == key
+    assert build_key(measured.replace(batch_size=measured.batch_size * 2), schedule_lib.from_config(measured)) != key
