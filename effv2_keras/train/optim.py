@@ -161,6 +161,54 @@ class FusedSGD(keras.optimizers.SGD):
             momentum=tf.cast(self.momentum, dtype), use_nesterov=self.nesterov)
 
 
+class FusedAdamW(keras.optimizers.AdamW):
+    """Keras' AdamW with each variable's Adam update as one TF kernel (``ResourceApplyAdam``:
+    ``m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); var -= lr sqrt(1 - b2^t) / (1 - b1^t) m /
+    (sqrt(v) + eps)``, Keras' own rule, on its slot variables) and the decoupled decay as one
+    multiply per decayed kernel, with the learning rate and the bias corrections computed once
+    per step. Single replica only (no per-variable merge calls).
+
+    Why: Keras traces about ten elementwise ops, a schedule evaluation and a distribution-strategy
+    merge call per variable; for V2-B0's 486 variables that was 6 s of the train step's 13 s trace
+    and thousands of tiny ops every step. AMSGrad runs Keras' own update.
+
+    >>> opt = FusedAdamW(0.1, weight_decay=0.5)
+    >>> v = keras.Variable([1.0, 2.0]); opt.build([v])
+    >>> opt.apply([tf.constant([0.5, -0.5])], [v]); [round(float(x), 4) for x in v.numpy()]
+    [0.85, 2.0]
+    """
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if self.amsgrad:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        lr = tf.cast(learning_rate, tf.float32)
+        step = tf.cast(self.iterations + 1, tf.float32)
+        beta_1_power = tf.pow(tf.constant(self.beta_1, tf.float32), step)
+        beta_2_power = tf.pow(tf.constant(self.beta_2, tf.float32), step)
+        for grad, variable in zip(grads, trainable_variables):
+            index = self._get_variable_index(variable)
+            variable = getattr(variable, "value", variable)  # the tf.Variable under a keras.Variable
+            dtype = variable.dtype
+
+            def cast(x):
+                return tf.cast(x, dtype)
+
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=self._momentums[index].value.handle,
+                v=self._velocities[index].value.handle, beta1_power=cast(beta_1_power),
+                beta2_power=cast(beta_2_power), lr=cast(lr), beta1=cast(self.beta_1), beta2=cast(self.beta_2),
+                epsilon=cast(self.epsilon), grad=cast(grad))
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None or self.amsgrad:
+            return super()._apply_weight_decay(variables)
+        keep = 1.0 - tf.cast(self.learning_rate, tf.float32) * tf.cast(self.weight_decay, tf.float32)
+        for variable in variables:
+            if self._use_weight_decay(variable):
+                variable = getattr(variable, "value", variable)
+                variable.assign(variable * tf.cast(keep, variable.dtype))
+
+
 def make_optimizer(name: str, learning_rate, model, weight_decay: float = 0.0,
                    momentum: float = 0.9, loss_scale: bool = False, fused: bool = False):
     """Builds the optimizer (and builds its slots for ``model``'s trainable variables).
@@ -169,7 +217,8 @@ def make_optimizer(name: str, learning_rate, model, weight_decay: float = 0.0,
     train step adds to the loss (RMSProp, SGD), 0 where the optimizer decays the
     weights itself (AdamW). With ``loss_scale`` the optimizer is wrapped in a
     ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling for float16). ``fused``:
-    RMSProp and SGD update each variable in one TF kernel (``FusedRMSprop``, ``FusedSGD``;
+    RMSProp, SGD and AdamW update each variable in one TF kernel (``FusedRMSprop``, ``FusedSGD``,
+    ``FusedAdamW``;
     single-replica training only: the kernels take the variable's own handle).
     """
     l2 = 0.0
@@ -181,7 +230,8 @@ def make_optimizer(name: str, learning_rate, model, weight_decay: float = 0.0,
         optimizer = (FusedSGD if fused else keras.optimizers.SGD)(learning_rate=learning_rate, momentum=momentum)
         l2 = weight_decay
     elif name == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+        optimizer = (FusedAdamW if fused else keras.optimizers.AdamW)(
+            learning_rate=learning_rate, weight_decay=weight_decay)
         decayed = {id(v) for v in decayed_variables(model)}
         optimizer.exclude_from_weight_decay(
             var_list=[v for v in model.trainable_variables if id(v) not in decayed])

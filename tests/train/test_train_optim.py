@@ -116,6 +116,7 @@ def test_exponential_decay_is_the_official_350_epoch_schedule_compressed_to_the_
 @pytest.mark.parametrize("fused_cls, stock_cls, kwargs", [
     ("FusedRMSprop", keras.optimizers.RMSprop, dict(rho=0.9, momentum=0.9, epsilon=1e-3)),
     ("FusedSGD", keras.optimizers.SGD, dict(momentum=0.9)),
+    ("FusedAdamW", keras.optimizers.AdamW, dict(weight_decay=0.1)),
 ])
 def test_fused_optimizers_update_exactly_as_keras(fused_cls, stock_cls, kwargs):
     """One TF kernel per variable, Keras' update: same weights and slots after 5 steps
@@ -142,3 +143,23 @@ def test_fused_optimizers_update_exactly_as_keras(fused_cls, stock_cls, kwargs):
     for x, y in zip(fused.variables, stock.variables):
         np.testing.assert_allclose(np.asarray(x.numpy(), "float64"), np.asarray(y.numpy(), "float64"),
                                    rtol=1e-6, atol=1e-6)
+
+
+def test_fused_adamw_decays_only_the_variables_keras_would():
+    """The decay's exclusion list (norms and biases in the trainer) holds in the fused path too."""
+    from effv2_keras.train import optim
+
+    start = np.ones([3], "float32")
+    pairs = []
+    for cls in (optim.FusedAdamW, keras.optimizers.AdamW):
+        kernel, bias = keras.Variable(start), keras.Variable(start)
+        optimizer = cls(0.1, weight_decay=0.5)
+        optimizer.exclude_from_weight_decay(var_list=[bias])
+        optimizer.build([kernel, bias])
+        tf.function(lambda: optimizer.apply([tf.zeros([3]), tf.zeros([3])], [kernel, bias]))()
+        pairs.append((kernel.numpy(), bias.numpy()))
+    (fused_kernel, fused_bias), (kernel, bias) = pairs
+    np.testing.assert_allclose(fused_kernel, 0.95 * start, rtol=1e-6)  # zero gradient: decay only
+    np.testing.assert_allclose(fused_kernel, kernel, rtol=1e-6)
+    np.testing.assert_array_equal(fused_bias, start)
+    np.testing.assert_array_equal(bias, start)
