@@ -1,6 +1,7 @@
-"""Re-scores a finished run's model.keras as ``Trainer.final_evaluation`` now does: every
-evaluation size x crop on the validation split, test once with the best. For runs trained before
-the crop search existed (the seed-0 rows of docs/bench/budget_signdigits100_5m.json).
+"""Re-scores finished runs' model.keras on every evaluation size x crop the trainer's end-of-run search
+considers: validation and test top-1 and loss for each, and the pair ``Trainer.final_evaluation`` picks
+(the lowest validation loss). Shows what another selection rule would have given on the same models
+(docs/PROGRESSIVE.md, third round); one JSON line per run.
 
 Example:
     python tools/rescore_run.py /tmp/benchmark_budget/effv2_max_size_96_seed0
@@ -16,19 +17,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import effv2_keras  # noqa: E402,F401  (first: it picks TensorFlow's CPU kernels)
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from effv2_keras import data  # noqa: E402
 from effv2_keras.train.config import EVAL_CROP_FRACTIONS, eval_size_candidates  # noqa: E402
 
 
-def top1(model, source, size: int, crop: float, num_classes: int) -> float:
+def scores(model, source, size: int, crop: float, num_classes: int) -> dict:
+    """Top-1 and mean cross-entropy of ``model`` (softmax outputs) on ``source`` at ``size``/``crop``."""
     correct = count = 0
-    for images, labels in data.make_pipeline(source, size, 32, num_classes, training=False,
+    nll = 0.0
+    for images, labels in data.make_pipeline(source, size, 64, num_classes, training=False,
                                              eval_crop_fraction=crop):
-        predicted = model.predict(images, verbose=0).argmax(-1)
-        correct += int((predicted == labels.numpy().argmax(-1)).sum())
-        count += len(predicted)
-    return correct / count
+        probabilities = model.predict(images, verbose=0)
+        truth = labels.numpy().argmax(-1)
+        correct += int((probabilities.argmax(-1) == truth).sum())
+        count += len(truth)
+        nll += float(-np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-7, 1.0)).sum())
+    return {"top1": correct / count, "loss": nll / count}
 
 
 def rescore(run: str) -> dict:
@@ -38,11 +44,13 @@ def rescore(run: str) -> dict:
     splits = data.load(config["data"], seed=config["seed"], val_fraction=config["val_fraction"])
     candidates = [(size, crop) for size in eval_size_candidates(config["max_size"], splits.image_size)
                   for crop in EVAL_CROP_FRACTIONS]
-    val = {pair: top1(model, splits.val, *pair, splits.num_classes) for pair in candidates}
-    best = max(candidates, key=lambda pair: (val[pair], -pair[0], -EVAL_CROP_FRACTIONS.index(pair[1])))
-    return {"run": run, "val_top1_by_eval_size": {f"{s}@{c:g}": v for (s, c), v in val.items()},
-            "chosen": f"{best[0]}@{best[1]:g}", "val_top1": val[best],
-            "test_top1": top1(model, splits.test, *best, splits.num_classes)}
+    n = splits.num_classes
+    by_pair = {pair: {"val": scores(model, splits.val, *pair, n), "test": scores(model, splits.test, *pair, n)}
+               for pair in candidates}
+    chosen = min(candidates, key=lambda pair: (by_pair[pair]["val"]["loss"], pair[0],
+                                               EVAL_CROP_FRACTIONS.index(pair[1])))
+    return {"run": run, "by_eval_size": {f"{s}@{c:g}": v for (s, c), v in by_pair.items()},
+            "chosen": f"{chosen[0]}@{chosen[1]:g}", "val": by_pair[chosen]["val"], "test": by_pair[chosen]["test"]}
 
 
 if __name__ == "__main__":

@@ -296,7 +296,8 @@ def summary_text(result, *, ema: bool, selected_best: bool, eval_scores: Optiona
     if result.eval_size:
         crop = f", central {result.eval_crop_fraction:g} of each side" if result.eval_crop_fraction else ""
         lines.append(f"Evaluated at {result.eval_size} px{crop}" + (
-            f" (best on validation of px@crop {', '.join(f'{s} {t:.4f}' for s, t in eval_scores.items())})"
+            " (lowest validation loss of px@crop " + ", ".join(
+                f"{s} {v['loss']:.3f} (top-1 {v['top1']:.4f})" for s, v in eval_scores.items()) + ")"
             if eval_scores and len(eval_scores) > 1 else "") + ":")
     for name, m in (("validation", result.val), ("test", result.test)):
         if m:

@@ -155,12 +155,13 @@ def test_the_evaluation_size_is_chosen_on_validation_and_recorded(tmp_path):
     assert trainer.eval_crops == (0.875, 1.0)
     trainer.eval_sizes = (40, 48, 56)  # as a folder of larger photos would give
     result = trainer.fit()
-    scores = json.loads((tmp_path / "metrics.json").read_text())["final"]["val_top1_by_eval_size"]
-    assert sorted(scores) == sorted(f"{s}@{c:g}" for s in (40, 48, 56) for c in (0.875, 1.0))
-    best = max(scores.values())
+    final = json.loads((tmp_path / "metrics.json").read_text())["final"]
+    scores, losses = final["val_top1_by_eval_size"], final["val_loss_by_eval_size"]
+    assert sorted(scores) == sorted(losses) == sorted(f"{s}@{c:g}" for s in (40, 48, 56) for c in (0.875, 1.0))
     chosen = f"{result.eval_size}@{result.eval_crop_fraction:g}"
-    assert scores[chosen] == best == result.val["top1"]
-    assert all(scores[f"{s}@{c:g}"] < best for s in (40, 48, 56) for c in (0.875, 1.0) if s < result.eval_size)
+    # The lowest validation loss wins (ties: the smaller size), and its top-1 is the run's validation top-1.
+    assert losses[chosen] == min(losses.values()) == result.val["loss"] and scores[chosen] == result.val["top1"]
+    assert all(losses[f"{s}@{c:g}"] > losses[chosen] for s in (40, 48, 56) for c in (0.875, 1.0) if s < result.eval_size)
     manifest = run_dir.read(tmp_path)
     assert (manifest.eval_size, manifest.crop_fraction) == (result.eval_size, result.eval_crop_fraction)
     # The test split is scored once, with the chosen size and crop.
