@@ -45,3 +45,26 @@ def real_images():
         return np.stack(arrays)
 
     return load
+
+
+@pytest.fixture
+def absl_cli(capsys):
+    """``absl_cli(module, "effv2 train")`` -> ``run(*argv)``: runs that absl command in-process and
+    returns (exit code, stdout, stderr); the module's flags are reset before each run and after the test."""
+    used = []
+
+    def bind(module, program: str):
+        used.append(module)
+
+        def run(*argv):
+            module.FLAGS.unparse_flags()
+            with pytest.raises(SystemExit) as info:
+                module.run([program, *argv])
+            captured = capsys.readouterr()
+            return info.value.code or 0, captured.out, captured.err
+
+        return run
+
+    yield bind
+    for module in used:
+        module.FLAGS.unparse_flags()

@@ -13,17 +13,10 @@ from effv2_keras.cli import reproduce as cli_reproduce
 from effv2_keras.experiments import classical_baselines, runner
 from effv2_keras.experiments.runner import Options, ReproduceError, reproduce
 
-@pytest.fixture
-def cli(capsys):
-    def run(*argv):
-        cli_reproduce.FLAGS.unparse_flags()
-        with pytest.raises(SystemExit) as info:
-            cli_reproduce.run(["effv2 reproduce", *argv])
-        captured = capsys.readouterr()
-        return info.value.code or 0, captured.out, captured.err
 
-    yield run
-    cli_reproduce.FLAGS.unparse_flags()
+@pytest.fixture
+def cli(absl_cli):
+    return absl_cli(cli_reproduce, "effv2 reproduce")
 
 
 @pytest.fixture

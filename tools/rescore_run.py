@@ -3,12 +3,19 @@ considers: validation and test top-1 and loss for each, and the pair ``Trainer.f
 (the lowest validation loss). Shows what another selection rule would have given on the same models
 (docs/PROGRESSIVE.md, third round); one JSON line per run.
 
+``--sizes 80,96,100``: instead, validation top-1 and loss of the whole photo resized to each size (how far a
+model trained at one size carries to others); ``--via 96`` resizes every photo to that size first (so a
+size change and a sharpness change can be told apart).
+
 Example:
     python tools/rescore_run.py /tmp/benchmark_budget/effv2_max_size_96_seed0
+    python tools/rescore_run.py --sizes 80,88,92,96,100,128 /tmp/benchmark_budget/effv2_max_size_96_seed0
+    python tools/rescore_run.py --sizes 100 --via 96 /tmp/benchmark_budget/effv2_max_size_96_seed0
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -20,6 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from effv2_keras import data  # noqa: E402
+from effv2_keras.data import ops  # noqa: E402
 from effv2_keras.train.config import EVAL_CROP_FRACTIONS, eval_size_candidates  # noqa: E402
 
 
@@ -53,6 +61,30 @@ def rescore(run: str) -> dict:
             "chosen": f"{chosen[0]}@{chosen[1]:g}", "val": by_pair[chosen]["val"], "test": by_pair[chosen]["test"]}
 
 
+def by_size(run: str, sizes, via=None) -> dict:
+    """Validation top-1 and loss of the whole photo resized to each of ``sizes`` (first to ``via``)."""
+    with open(os.path.join(run, "config.json")) as f:
+        config = json.load(f)
+    model = keras.models.load_model(os.path.join(run, "model.keras"))
+    splits = data.load(config["data"], seed=config["seed"], val_fraction=config["val_fraction"])
+    out = {}
+    for size in sizes:
+        def resized(image, label, size=size):
+            image = ops.resize(image, via) if via else image
+            return ops.resize(image, size), label
+        source = data.ImageSource(splits.val.dataset.map(resized), splits.val.num_examples)
+        out[str(size)] = scores(model, source, size, 1.0, splits.num_classes)
+    return {"run": run, "via": via, "val_by_size": out}
+
+
 if __name__ == "__main__":
-    for path in sys.argv[1:]:
-        print(json.dumps(rescore(path)))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--sizes", help="comma-separated sizes: validation by input size instead")
+    parser.add_argument("--via", type=int, help="with --sizes: resize every photo to this size first")
+    args = parser.parse_args()
+    for path in args.runs:
+        if args.sizes:
+            print(json.dumps(by_size(path, [int(s) for s in args.sizes.split(",")], args.via)))
+        else:
+            print(json.dumps(rescore(path)))

@@ -43,10 +43,10 @@ def saved_plan(config) -> Optional[plan_lib.BudgetPlan]:
 
 def provisional_config(config, splits, device: str):
     """The config the measuring builds and runs: the planned run's, without a budget (so with
-    --epochs' count), with its learning-rate decay, silent, and no checkpoint inside the timed
+    --epochs' count), with its learning-rate schedule, silent, and no checkpoint inside the timed
     epoch ends (a checkpoint is timed on its own)."""
-    return config.replace(time_budget=None, resume=False, lr_decay=config.lr_decay or "linear",
-                          checkpoint_every=NEVER, verbose=0).resolve(splits, device=device)
+    return config.with_budget_schedule().replace(time_budget=None, resume=False, checkpoint_every=NEVER,
+                                                 verbose=0).resolve(splits, device=device)
 
 
 def measure(trainer, sizes: Sequence[int]) -> Dict[str, object]:

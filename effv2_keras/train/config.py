@@ -362,11 +362,23 @@ class TrainConfig:
             kept = recipes.defaults(recipe, plan.recipe_epochs, optimizer=self.optimizer)
             pinned = {k: kept[k] for k in ("regularization_scale", "warmup_epochs", "lr_decay_epochs")
                       if getattr(self, k) is None}
-        return self.replace(
+        return self.with_budget_schedule().replace(
             recipe=recipe, **pinned,
             epochs=plan.epochs, stages=len(plan.stages), steps_per_epoch=plan.steps_per_epoch,
-            min_size=plan.sizes[0], max_size=plan.sizes[-1], lr_decay=self.lr_decay or "linear",
+            min_size=plan.sizes[0], max_size=plan.sizes[-1],
             checkpoint_every=self.checkpoint_every or plan.steps_per_epoch)
+
+    def with_budget_schedule(self) -> "TrainConfig":
+        """This config with the learning-rate schedule a ``--time_budget`` run gets where its flags
+        leave it open (``recipes.budget_defaults``: linear to zero; the short recipe's peak doubled).
+
+        >>> c = TrainConfig(time_budget="5m").with_budget_schedule()
+        >>> c.lr_decay, c.lr, TrainConfig(time_budget="5m", lr=0.001).with_budget_schedule().lr
+        ('linear', 0.006, 0.001)
+        """
+        recipe = recipes.choose(self.recipe, self.epochs)[0]
+        filled = recipes.budget_defaults(recipe, self.optimizer)
+        return self.replace(**{field: value for field, value in filled.items() if getattr(self, field) is None})
 
     def budget_seconds(self) -> Optional[float]:
         """``--time_budget`` in seconds (None without a budget)."""

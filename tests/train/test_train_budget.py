@@ -186,6 +186,9 @@ def test_the_recipe_is_the_one_the_plan_was_measured_with():
     assert plan.epochs >= 100  # "auto" would pick the paper's recipe for this many epochs
     resolved = TrainConfig(time_budget="1h", max_size=96).resolve(plan=plan)
     assert resolved.recipe == "short" and resolved.epochs == plan.epochs and resolved.lr_decay == "linear"
+    # A rate that decays to zero gets twice the short recipe's constant peak; a given --lr wins.
+    assert resolved.lr == 2 * TrainConfig(max_size=96).resolve().lr
+    assert TrainConfig(time_budget="1h", max_size=96, lr=0.001).resolve(plan=plan).lr == 0.001
 
 
 def test_a_plan_with_other_step_counts_keeps_the_measured_build():

@@ -13,18 +13,9 @@ from train_helpers import REPO, tiny_flags
 
 
 @pytest.fixture
-def cli(capsys):
+def cli(absl_cli):
     """Runs `effv2 train FLAGS...` in-process; returns (exit code, stdout, stderr)."""
-
-    def run(*argv):
-        cli_train.FLAGS.unparse_flags()
-        with pytest.raises(SystemExit) as info:
-            cli_train.run(["effv2 train", *argv])
-        captured = capsys.readouterr()
-        return info.value.code or 0, captured.out, captured.err
-
-    yield run
-    cli_train.FLAGS.unparse_flags()
+    return absl_cli(cli_train, "effv2 train")
 
 
 def test_every_config_field_is_a_flag_with_the_same_default():
