@@ -11,10 +11,12 @@ An experiment module holds, as data and small functions:
 * ``prepare(options) -> context``: loads the data once (a validation slice carved from train);
 * ``candidates(options) -> [Candidate]``: what to train or fit, each with a unique name;
 * ``run(candidate, context, workdir) -> row``: trains one candidate, selects on validation,
-  reports test once; ``workdir`` is the candidate's own folder (a trainer resumes there).
+  reports test once; ``workdir`` is the candidate's own folder (a trainer resumes there); a context
+  with a ``done`` attribute is given the rows finished so far (a candidate that builds on others);
+* optionally ``plot(rows, path)``: the experiment's own figure.
 
     >>> [name for name, _ in list_experiments()]
-    ['classical_baselines']
+    ['classical_baselines', 'fused_ablation', 'progressive_ablation', 'scaling_sweeps', 'v2s_vs_b4']
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import importlib
 from types import ModuleType
 from typing import List, Tuple
 
-EXPERIMENTS = ("classical_baselines",)
+EXPERIMENTS = ("classical_baselines", "fused_ablation", "progressive_ablation", "scaling_sweeps", "v2s_vs_b4")
 
 
 def load(name: str) -> ModuleType:

@@ -33,7 +33,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from effv2_keras.experiments.runner import Candidate, Options, ReproduceError
+from effv2_keras.experiments.runner import Candidate, Options, load_splits
 
 DEFAULT_DATA = "tfds:emnist:letters"
 COLUMNS = (("candidate", "candidate"), ("val_top1", "validation top-1"), ("test_top1", "test top-1"),
@@ -83,15 +83,7 @@ def candidates(options: Options):
 
 
 def prepare(options: Options) -> Context:
-    from effv2_keras import data
-
-    try:
-        splits = data.load(options.data, val_fraction=0.1, seed=options.seed)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
-        raise ReproduceError(f"--data: {error}") from None
-    if splits.val is None or splits.test is None:
-        raise ReproduceError(f"--data: {options.data} needs a test split (and a validation slice) for this experiment.")
-    return Context(options.data, options.seed, settings_of(options), splits)
+    return Context(options.data, options.seed, settings_of(options), load_splits(options))
 
 
 def run(candidate: Candidate, context: Context, workdir: Path) -> dict:

@@ -6,6 +6,7 @@
   from its last checkpoint; one that fails is recorded with its reason and the others go on.
 * ``results.json`` is rewritten atomically after every candidate; it remembers the options that
   matter to the numbers (quick, data, seed) and refuses to mix runs of other options.
+* an experiment with its own ``plot(rows, path)`` also gets ``OUT/<experiment>/<experiment>.png``.
 
     >>> options = Options(quick=True, data="folder:../shared/data/signdigits100", out="results")
     >>> options.settings()
@@ -55,6 +56,17 @@ class Options:
         return {"quick": self.quick, "data": self.data, "seed": self.seed}
 
 
+@dataclasses.dataclass(frozen=True)
+class NetworkSettings:
+    """How an experiment trains its networks at one setting (full or ``--quick``): width and depth
+    multipliers, image size, epochs."""
+
+    width: float
+    depth: float
+    size: int
+    epochs: int
+
+
 @dataclasses.dataclass
 class Report:
     """What ``reproduce`` did: the rows by candidate, which ran now, and the files it wrote."""
@@ -67,6 +79,28 @@ class Report:
     @property
     def failed(self) -> List[str]:
         return [name for name, row in self.rows.items() if row.get("status") != "ok"]
+
+
+def load_splits(options: Options):
+    """``options.data`` loaded once for an experiment (a 10% validation slice carved from train when the
+    data has none, seeded by ``options.seed``); a ReproduceError naming ``--data`` when it cannot be
+    loaded or has no test split (every experiment selects on validation and reports test once)."""
+    from effv2_keras import data
+
+    try:
+        splits = data.load(options.data, val_fraction=0.1, seed=options.seed)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        raise ReproduceError(f"--data: {error}") from None
+    if splits.val is None or splits.test is None:
+        raise ReproduceError(f"--data: {options.data} needs a test split (and a validation slice) for this experiment.")
+    return splits
+
+
+def steady_mean(rows, key: str) -> float:
+    """The mean of ``key`` over a trainer's epoch rows after the first, which holds the trace (all of
+    them when there is one)."""
+    steady = rows[1:] or rows
+    return sum(row[key] for row in steady) / len(steady)
 
 
 def reproduce(name: str, options: Options, log: Callable[[str], None] = print) -> Report:
@@ -84,6 +118,8 @@ def reproduce(name: str, options: Options, log: Callable[[str], None] = print) -
         if candidate not in pending:
             log(f"{name}/{candidate.name}: done before, kept")
     context = experiment.prepare(options) if pending else None  # loads the data: fails fast, before any run
+    if hasattr(context, "done"):
+        context.done = rows  # later candidates may build on earlier ones (kept current below)
     ran = []
     for candidate in pending:
         log(f"{name}/{candidate.name}: running")
@@ -96,6 +132,8 @@ def reproduce(name: str, options: Options, log: Callable[[str], None] = print) -
     ordered = {c.name: rows[c.name] for c in candidates if c.name in rows}
     (folder / TABLE).write_text(table(experiment, ordered, options) + "\n")
     plot(ordered, folder / PLOT, title=f"{name} ({'quick' if options.quick else 'full'}, {options.data})")
+    if hasattr(experiment, "plot"):
+        experiment.plot(ordered, folder / f"{name}.png")
     return Report(name, ordered, ran, folder)
 
 

@@ -297,6 +297,36 @@ def _canonical(name: str) -> str:
 _BY_CANONICAL = {_canonical(n): spec for n, spec in REGISTRY.items()}
 
 
+# Variants registered at run time (``register_model``): found by ``get_spec`` like the built-in ones,
+# never listed by ``list_models`` (the family's table stays the papers').
+_CUSTOM: Dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> str:
+    """Makes ``spec`` a variant every name lookup of this process finds (``get_spec``, ``build_model``,
+    ``TrainConfig(model=...)``), so an architecture written in the block language trains through the
+    package's trainer. Returns its name. A name of another variant is refused; the same spec again is fine.
+
+    >>> spec = get_spec("efficientnetv2-b0").replace(name="b0-all-mbconv-demo",
+    ...                                               stages=("mb_r1_k3_s1_e1_c16_se0.25",) + V2_BASE[1:])
+    >>> register_model(spec), get_spec("B0-all-MBConv-demo").stage_specs[0].block
+    ('b0-all-mbconv-demo', 'mb')
+    """
+    for stage in spec.stages:
+        decode_stage(stage)  # a bad stage string fails here, naming itself
+    key = _canonical(spec.name)
+    known = _BY_CANONICAL.get(key) or _CUSTOM.get(key)
+    if known is not None and known != spec:
+        raise ValueError(f"model name {spec.name!r} is taken by another variant: register it under another name.")
+    _CUSTOM[key] = spec
+    return spec.name
+
+
+def registered_models() -> Tuple[str, ...]:
+    """Names of the variants ``register_model`` added in this process."""
+    return tuple(spec.name for spec in _CUSTOM.values())
+
+
 def list_models() -> Tuple[str, ...]:
     """Names of every registered variant, V2 first.
 
@@ -317,6 +347,8 @@ def get_spec(name: str) -> ModelSpec:
     key = _canonical(str(name))
     if key in _BY_CANONICAL:
         return _BY_CANONICAL[key]
+    if key in _CUSTOM:
+        return _CUSTOM[key]
     close = difflib.get_close_matches(str(name).lower(), list(REGISTRY), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ValueError(

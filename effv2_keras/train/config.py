@@ -24,7 +24,7 @@ import math
 from typing import Any, Dict, Optional, Tuple
 
 from effv2_keras import cpu_kernels
-from effv2_keras.models.arch import list_models
+from effv2_keras.models.arch import list_models, registered_models
 from effv2_keras import schedule as schedule_lib
 from effv2_keras.train import plan as plan_lib
 from effv2_keras.train import recipes
@@ -228,7 +228,7 @@ class TrainConfig:
         for name in ("model", "data", "out"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 _fail(name, "must be a non-empty string", getattr(self, name))
-        if self.model not in list_models():
+        if self.model not in list_models() + registered_models():
             _fail("model", "unknown variant (effv2_keras.list_models(): efficientnetv2-b0..b3, -s, -m, "
                   "-l, -xl, efficientnet-b0..b7)", self.model)
         _positive_int(self, "epochs", "batch_size")
