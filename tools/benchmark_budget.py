@@ -254,7 +254,7 @@ def run_one(key: Key, settings: dict, scratch: str, timeout: float) -> dict:
     cmd = command(path, variant, seed, settings, run_dir)
     out_log, err_log = os.path.join(run_dir, "stdout.log"), os.path.join(run_dir, "stderr.log")
     row = {"path": path, "variant": variant, "seed": seed, "budget_seconds": settings["budget_seconds"],
-           "settings": settings, "command": shlex.join(cmd), "run_dir": run_dir}
+           "settings": settings, "command": shlex.join(_in_repo(cmd)), "run_dir": run_dir}
     start = time.time()
     try:
         with open(out_log, "w") as out, open(err_log, "w") as err:
@@ -296,6 +296,12 @@ def run_all(keys: Sequence[Key], rows: List[dict], settings: dict, out: str, scr
 
 
 # -- report ------------------------------------------------------------------------------------------
+
+
+def _in_repo(cmd: Sequence[str]) -> List[str]:
+    """The command with paths inside the repository written relative to it (the JSON is committed)."""
+    prefix = REPO.rstrip(os.sep) + os.sep
+    return [arg[len(prefix):] if arg.startswith(prefix) else arg for arg in cmd]
 
 
 def _pct(x: Optional[float]) -> str:

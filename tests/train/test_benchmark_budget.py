@@ -97,3 +97,9 @@ def test_report_without_rows(tool, tmp_path):
     out = str(tmp_path / "empty.json")
     assert tool.report([], out) == "No runs recorded yet."
     assert not (tmp_path / "empty.png").exists()
+
+
+def test_recorded_commands_name_repository_paths_relative_to_it(tool):
+    python = f"{tool.REPO}/.venv/bin/python"
+    assert tool._in_repo([python, f"{tool.REPO}/tools/benchmark_progressive.py", "--out", "/tmp/x"]) == [
+        ".venv/bin/python", "tools/benchmark_progressive.py", "--out", "/tmp/x"]
