@@ -185,19 +185,19 @@ class FusedAdamW(keras.optimizers.AdamW):
         step = tf.cast(self.iterations + 1, tf.float32)
         beta_1_power = tf.pow(tf.constant(self.beta_1, tf.float32), step)
         beta_2_power = tf.pow(tf.constant(self.beta_2, tf.float32), step)
+        scalars = {}  # dtype -> the step's scalars in it, cast once (every variable is float32 here)
         for grad, variable in zip(grads, trainable_variables):
             index = self._get_variable_index(variable)
             variable = getattr(variable, "value", variable)  # the tf.Variable under a keras.Variable
             dtype = variable.dtype
-
-            def cast(x):
-                return tf.cast(x, dtype)
-
+            if dtype not in scalars:
+                scalars[dtype] = dict(zip(
+                    ("beta1_power", "beta2_power", "lr", "beta1", "beta2", "epsilon"),
+                    (tf.cast(x, dtype) for x in (beta_1_power, beta_2_power, lr, self.beta_1, self.beta_2,
+                                                 self.epsilon))))
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle, m=self._momentums[index].value.handle,
-                v=self._velocities[index].value.handle, beta1_power=cast(beta_1_power),
-                beta2_power=cast(beta_2_power), lr=cast(lr), beta1=cast(self.beta_1), beta2=cast(self.beta_2),
-                epsilon=cast(self.epsilon), grad=cast(grad))
+                v=self._velocities[index].value.handle, grad=tf.cast(grad, dtype), **scalars[dtype])
 
     def _apply_weight_decay(self, variables):
         if self.weight_decay is None or self.amsgrad:
